@@ -1,0 +1,55 @@
+import { toCelEvent, type CelMap, type CompiledCel } from './cel';
+import type { CompiledMatcher } from './policy-loader';
+import type { LedgerEventForPolicy } from './policy-types';
+
+/**
+ * Matching one event against a rule's `match` or `prior`: the static filters
+ * (type, name, agent) first, because they are cheap and decide most events,
+ * then `when`. An event is converted for CEL once (`EventView`) and the view
+ * is reused for every rule and, as a candidate prior, for later events.
+ */
+
+export interface EventView {
+  readonly seq: number;
+  readonly type: string;
+  /** Milliseconds since the epoch of `time`; NaN if it does not parse. */
+  readonly timeMs: number;
+  readonly cel: CelMap;
+}
+
+export function viewOf(event: LedgerEventForPolicy): EventView {
+  return { seq: event.seq, type: event.type, timeMs: Date.parse(event.time), cel: toCelEvent(event) };
+}
+
+/** type, name and agent filters; an absent filter matches everything. */
+export function matchesStatic(m: CompiledMatcher, event: LedgerEventForPolicy): boolean {
+  return (
+    (m.types === undefined || m.types.has(event.type)) &&
+    (m.names === undefined || (event.name != null && m.names.has(event.name))) &&
+    (m.agents === undefined || (event.agent != null && m.agents.has(event.agent)))
+  );
+}
+
+/** A `when` outcome: an error counts as no match, and is kept for reporting. */
+export type WhenResult = { readonly matched: boolean; readonly error?: string };
+
+const MATCHED: WhenResult = { matched: true };
+const NOT_MATCHED: WhenResult = { matched: false };
+
+export function evalWhen(when: CompiledCel | undefined, event: CelMap, prior?: CelMap): WhenResult {
+  if (when === undefined) return MATCHED;
+  const outcome = when.evaluate(prior === undefined ? { event } : { event, prior });
+  if (!outcome.ok) return { matched: false, error: outcome.error };
+  return outcome.value ? MATCHED : NOT_MATCHED;
+}
+
+/**
+ * `within` (DESIGN.md §6): the prior's `time` is at most `withinMs` before
+ * the event's (`prior.time >= event.time - within`). A prior whose clock is
+ * ahead of the event's still counts: order is the ledger's, not the clocks'.
+ * An unparsable time is never within.
+ */
+export function isWithin(withinMs: number | undefined, event: EventView, prior: EventView): boolean {
+  if (withinMs === undefined) return true;
+  return prior.timeMs >= event.timeMs - withinMs;
+}
