@@ -1,0 +1,119 @@
+import { Injectable } from '@nestjs/common';
+import { BATCH_ALGORITHMS, BATCH_JWS_TYP, compareDigests, readBatchHeader, verifyBatchSignature, type BatchAlgorithm } from '../core/batch';
+import { MAX_ATTRIBUTES_BYTES, MAX_EVENTS_PER_BATCH, traceEventSchema } from '../core/event';
+import { jcs } from '../core/jcs';
+import { batchId, eventDigest } from '../core/record';
+import { ValidationError, type FieldError } from '../common/problem';
+import { zodFieldErrors } from '../common/validation';
+import { KeysService } from '../keys/keys.service';
+import type { PreparedEvent, Receipt } from '../ledger/ledger.types';
+import { LedgerService } from '../ledger/ledger.service';
+import { MetricsService } from '../metrics/metrics.service';
+import { IngestError } from './ingest.errors';
+
+@Injectable()
+export class IngestService {
+  constructor(
+    private readonly keys: KeysService,
+    private readonly ledger: LedgerService,
+    private readonly metrics: MetricsService,
+  ) {}
+
+  /** Verifies a signed batch and appends it, all or nothing. Resolves after commit. */
+  async ingest(tenant: string, events: unknown[], signature: string): Promise<Receipt[]> {
+    try {
+      const receipts = await this.ingestUnchecked(tenant, events, signature);
+      this.metrics.batchSize.observe(events.length);
+      return receipts;
+    } catch (err) {
+      this.metrics.refusedBatches.inc({ code: (err as { code?: string }).code ?? 'error' });
+      throw err;
+    }
+  }
+
+  private async ingestUnchecked(tenant: string, events: unknown[], signature: string): Promise<Receipt[]> {
+    if (events.length > MAX_EVENTS_PER_BATCH) throw IngestError.tooManyEvents(events.length, MAX_EVENTS_PER_BATCH);
+    const prepared = prepareEvents(events);
+
+    let header;
+    try {
+      header = readBatchHeader(signature);
+    } catch (err) {
+      throw IngestError.malformedJws(`the signature is not a JWS compact serialization: ${(err as Error).message}`);
+    }
+    if (header.typ !== BATCH_JWS_TYP) throw IngestError.malformedJws(`the JWS header typ must be "${BATCH_JWS_TYP}"`);
+    if (!(BATCH_ALGORITHMS as readonly string[]).includes(header.alg)) {
+      throw IngestError.algorithmNotAllowed(`alg "${header.alg}" is not allowed; use ${BATCH_ALGORITHMS.join(' or ')}`);
+    }
+    const key = await this.keys.verificationKey(tenant, header.kid);
+    if (!key) throw IngestError.unknownKey(header.kid);
+    if (key.revoked) throw IngestError.keyRevoked(header.kid);
+    if (key.alg !== header.alg) {
+      throw IngestError.algorithmNotAllowed(`key "${header.kid}" is registered for ${key.alg}; the batch says ${header.alg}`);
+    }
+    let payload: string;
+    try {
+      payload = await verifyBatchSignature(signature, key.key, header.alg as BatchAlgorithm);
+    } catch {
+      throw IngestError.badSignature();
+    }
+    const mismatch = compareDigests(
+      payload,
+      prepared.map((p) => p.digest),
+    );
+    if (mismatch) throw IngestError.digestMismatch(mismatch.index, mismatch.reason);
+
+    return this.ledger.append({
+      tenant,
+      kid: header.kid,
+      jws: signature,
+      batch: batchId(signature),
+      events: prepared,
+      checkRevokedKid: header.kid,
+    });
+  }
+}
+
+/**
+ * Validates every event (collecting every bad field, each named by its index),
+ * canonicalises it and computes its digest. Refuses duplicate ids in a batch.
+ */
+export function prepareEvents(events: unknown[]): PreparedEvent[] {
+  const errors: FieldError[] = [];
+  const prepared: PreparedEvent[] = [];
+  const seen = new Map<string, number>();
+  events.forEach((raw, i) => {
+    const r = traceEventSchema.safeParse(raw);
+    if (!r.success) {
+      errors.push(...zodFieldErrors(r.error, `events[${i}]`));
+      return;
+    }
+    const event = r.data;
+    let body: string;
+    try {
+      body = jcs(event);
+    } catch (err) {
+      errors.push({ field: `events[${i}]`, message: `cannot be canonicalised: ${(err as Error).message}` });
+      return;
+    }
+    if (body.length > MAX_ATTRIBUTES_BYTES && event.attributes) {
+      const size = Buffer.byteLength(jcs(event.attributes));
+      if (size > MAX_ATTRIBUTES_BYTES) {
+        errors.push({ field: `events[${i}].attributes`, message: `${size} bytes canonical; at most ${MAX_ATTRIBUTES_BYTES}` });
+        return;
+      }
+    }
+    const id = event.id.toLowerCase();
+    const dup = seen.get(id);
+    if (dup !== undefined) {
+      errors.push({ field: `events[${i}].id`, message: `duplicates events[${dup}].id within the batch` });
+      return;
+    }
+    seen.set(id, i);
+    prepared.push({ event, body, digest: eventDigest(body) });
+  });
+  if (errors.length) {
+    throw new ValidationError(errors.slice(0, 100), `${errors.length} problem(s) in the batch: ${errors.slice(0, 3).map((e) => `${e.field}: ${e.message}`).join('; ')}`);
+  }
+  return prepared;
+}

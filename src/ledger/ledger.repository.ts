@@ -1,0 +1,315 @@
+import { Injectable } from '@nestjs/common';
+import { InjectDataSource } from '@nestjs/typeorm';
+import type { JWK } from 'jose';
+import type { DataSource, EntityManager } from 'typeorm';
+import { toHex } from '../core/encoding';
+import { Frontier, frontierRefs, nodeKey, type NodeRef, type StoredNode } from '../core/merkle';
+import { buildRecord, genesisChainHash, leafHash, nextChainHash, recordJcs } from '../core/record';
+import { LedgerError } from './ledger.errors';
+import type { AppendBatch, Receipt } from './ledger.types';
+
+/** Outcome of one batch inside a group commit. */
+export type BatchOutcome = { ok: true; receipts: Receipt[] } | { ok: false; error: Error };
+
+export interface Head {
+  size: number;
+  chainHash: Buffer;
+}
+
+export interface StoredEntryRow {
+  seq: number;
+  record: string;
+  leaf_hash: Buffer;
+  chain_hash: Buffer;
+}
+
+/** A row as the verifier scans it: the stored bytes and the query columns. */
+export interface ScanRow extends StoredEntryRow {
+  body: string | null;
+  trace_id: string;
+  span_id: string;
+  parent_span_id: string | null;
+  session_id: string | null;
+  type: string;
+  name: string | null;
+  agent: string;
+  kid: string;
+  batch: string;
+  digest: string;
+  event_id: string;
+}
+
+/**
+ * The only code that writes the ledger tables. Appends run in one transaction
+ * per group under a per-tenant advisory lock, so two service processes on one
+ * database still assign gap-free seqs and one chain.
+ */
+@Injectable()
+export class LedgerRepository {
+  /** Right edge of each tenant's Merkle tree, valid for `size` only. */
+  private readonly frontiers = new Map<string, Frontier>();
+
+  constructor(@InjectDataSource() private readonly ds: DataSource) {}
+
+  async appendGroup(tenant: string, batches: AppendBatch[]): Promise<BatchOutcome[]> {
+    try {
+      return await this.ds.transaction((tx) => this.appendInTx(tx, tenant, batches));
+    } catch (err) {
+      this.frontiers.delete(tenant);
+      throw err;
+    }
+  }
+
+  private async appendInTx(tx: EntityManager, tenant: string, batches: AppendBatch[]): Promise<BatchOutcome[]> {
+    // One writer per tenant across processes: the lock is released at commit or rollback.
+    await tx.query(`SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, [`agent-ledger:${tenant}`]);
+    const head = await this.headIn(tx, tenant);
+    const frontier = await this.frontierFor(tx, tenant, head.size);
+
+    const revoked = await this.revokedKids(tx, tenant, batches);
+    const existing = await this.existingReceipts(tx, tenant, batches);
+
+    const outcomes: BatchOutcome[] = [];
+    const entries: unknown[] = [];
+    const bodies: unknown[] = [];
+    const batchRows: unknown[] = [];
+    const nodes: StoredNode[] = [];
+    let seq = head.size;
+    let chain = head.chainHash;
+    const receivedAt = new Date().toISOString();
+
+    for (const b of batches) {
+      if (b.checkRevokedKid && revoked.has(b.checkRevokedKid)) {
+        outcomes.push({ ok: false, error: LedgerError.keyRevoked(b.checkRevokedKid) });
+        continue;
+      }
+      const conflict = b.events.findIndex((p) => {
+        const prior = existing.get(p.event.id.toLowerCase());
+        return prior !== undefined && prior.digest !== p.digest;
+      });
+      if (conflict >= 0) {
+        outcomes.push({ ok: false, error: LedgerError.eventConflict(conflict, b.events[conflict].event.id) });
+        continue;
+      }
+      const receipts: Receipt[] = [];
+      let firstSeq = 0;
+      for (const p of b.events) {
+        const key = p.event.id.toLowerCase();
+        const prior = existing.get(key);
+        if (prior) {
+          receipts.push({ ...prior.receipt, id: p.event.id });
+          continue;
+        }
+        seq += 1;
+        if (!firstSeq) firstSeq = seq;
+        const e = p.event;
+        const text = recordJcs(buildRecord(tenant, seq, e, receivedAt, b.kid, b.batch, p.digest));
+        const leaf = leafHash(text);
+        chain = nextChainHash(chain, leaf);
+        nodes.push(...frontier.append(leaf));
+        const receipt = { id: e.id, seq, leaf_hash: toHex(leaf), chain_hash: toHex(chain) };
+        receipts.push(receipt);
+        existing.set(key, { digest: p.digest, receipt });
+        entries.push({
+          tenant_id: tenant,
+          seq,
+          event_id: e.id,
+          record: text,
+          leaf_hash: `\\x${receipt.leaf_hash}`,
+          chain_hash: `\\x${receipt.chain_hash}`,
+          trace_id: e.trace_id,
+          span_id: e.span_id,
+          parent_span_id: e.parent_span_id ?? null,
+          session_id: e.session_id ?? null,
+          type: e.type,
+          name: e.name ?? null,
+          agent: e.agent,
+          status: e.status ?? null,
+          duration_ms: e.duration_ms ?? null,
+          event_time: e.time,
+          received_at: receivedAt,
+          kid: b.kid,
+          batch: b.batch,
+          digest: p.digest,
+        });
+        bodies.push({ tenant_id: tenant, seq, body: p.body });
+      }
+      if (firstSeq) batchRows.push({ tenant_id: tenant, batch: b.batch, kid: b.kid, jws: b.jws, first_seq: firstSeq });
+      if (b.inTransaction) await b.inTransaction(tx, receipts);
+      outcomes.push({ ok: true, receipts });
+    }
+
+    if (entries.length) {
+      // json_populate_recordset: one parameter per table, parsed by the server, whatever the group size.
+      await tx.query(
+        `INSERT INTO ledger_entries SELECT * FROM json_populate_recordset(NULL::ledger_entries, $1::json)`,
+        [JSON.stringify(entries)],
+      );
+      await tx.query(
+        `INSERT INTO ledger_bodies SELECT * FROM json_populate_recordset(NULL::ledger_bodies, $1::json)`,
+        [JSON.stringify(bodies)],
+      );
+      await tx.query(
+        `INSERT INTO ledger_batches SELECT * FROM json_populate_recordset(NULL::ledger_batches, $1::json)
+         ON CONFLICT DO NOTHING`,
+        [JSON.stringify(batchRows)],
+      );
+      if (nodes.length) {
+        await tx.query(
+          `INSERT INTO merkle_nodes SELECT * FROM json_populate_recordset(NULL::merkle_nodes, $1::json)`,
+          [JSON.stringify(nodes.map((n) => ({ tenant_id: tenant, level: n.level, idx: n.index, hash: `\\x${toHex(n.hash)}` })))],
+        );
+      }
+    }
+    this.frontiers.set(tenant, frontier);
+    return outcomes;
+  }
+
+  private async revokedKids(tx: EntityManager, tenant: string, batches: AppendBatch[]): Promise<Set<string>> {
+    const kids = [...new Set(batches.map((b) => b.checkRevokedKid).filter((k): k is string => !!k))];
+    if (!kids.length) return new Set();
+    const rows: { kid: string }[] = await tx.query(
+      `SELECT kid FROM producer_keys WHERE tenant_id = $1 AND kid = ANY($2::text[]) AND revoked_at IS NOT NULL`,
+      [tenant, kids],
+    );
+    return new Set(rows.map((r) => r.kid));
+  }
+
+  /** Receipts of events already in the ledger, by lowercase id (index ledger_entries_event_id). */
+  private async existingReceipts(
+    tx: EntityManager,
+    tenant: string,
+    batches: AppendBatch[],
+  ): Promise<Map<string, { digest: string; receipt: Receipt }>> {
+    const ids = batches.flatMap((b) => b.events.map((p) => p.event.id));
+    const rows: { event_id: string; digest: string; seq: string; leaf_hash: Buffer; chain_hash: Buffer }[] =
+      await tx.query(
+        `SELECT event_id::text, digest, seq, leaf_hash, chain_hash FROM ledger_entries
+         WHERE tenant_id = $1 AND event_id = ANY($2::uuid[])`,
+        [tenant, ids],
+      );
+    return new Map(
+      rows.map((r) => [
+        r.event_id,
+        {
+          digest: r.digest,
+          receipt: { id: r.event_id, seq: Number(r.seq), leaf_hash: toHex(r.leaf_hash), chain_hash: toHex(r.chain_hash) },
+        },
+      ]),
+    );
+  }
+
+  /** The newest entry (primary key, backwards). */
+  private async headIn(q: Pick<EntityManager, 'query'>, tenant: string): Promise<Head> {
+    const rows: { seq: string; chain_hash: Buffer }[] = await q.query(
+      `SELECT seq, chain_hash FROM ledger_entries WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1`,
+      [tenant],
+    );
+    return rows.length
+      ? { size: Number(rows[0].seq), chainHash: rows[0].chain_hash }
+      : { size: 0, chainHash: genesisChainHash(tenant) };
+  }
+
+  head(tenant: string): Promise<Head> {
+    return this.headIn(this.ds, tenant);
+  }
+
+  private async frontierFor(tx: EntityManager, tenant: string, size: number): Promise<Frontier> {
+    const cached = this.frontiers.get(tenant);
+    this.frontiers.delete(tenant); // re-set only after a successful append
+    if (cached && cached.size === size) return cached;
+    const refs = frontierRefs(size);
+    const found = await this.nodes(tx, tenant, refs);
+    return new Frontier(
+      size,
+      refs.map((r) => found.get(nodeKey(r))!),
+    );
+  }
+
+  /**
+   * Hashes of complete Merkle nodes: level 0 from the entries' leaf hashes,
+   * higher levels from merkle_nodes (both by primary key). Throws when one is
+   * missing: a proof is never built from a guess.
+   */
+  async nodes(q: Pick<EntityManager, 'query'>, tenant: string, refs: readonly NodeRef[]): Promise<Map<string, Buffer>> {
+    const leaves = refs.filter((r) => r.level === 0).map((r) => r.index + 1);
+    const inner = refs.filter((r) => r.level > 0);
+    const out = new Map<string, Buffer>();
+    if (leaves.length) {
+      const rows: { seq: string; leaf_hash: Buffer }[] = await q.query(
+        `SELECT seq, leaf_hash FROM ledger_entries WHERE tenant_id = $1 AND seq = ANY($2::bigint[])`,
+        [tenant, leaves],
+      );
+      for (const r of rows) out.set(nodeKey({ level: 0, index: Number(r.seq) - 1 }), r.leaf_hash);
+    }
+    if (inner.length) {
+      const rows: { level: number; idx: string; hash: Buffer }[] = await q.query(
+        `SELECT n.level, n.idx, n.hash FROM merkle_nodes n
+         JOIN unnest($2::smallint[], $3::bigint[]) AS want(level, idx) ON n.level = want.level AND n.idx = want.idx
+         WHERE n.tenant_id = $1`,
+        [tenant, inner.map((r) => r.level), inner.map((r) => r.index)],
+      );
+      for (const r of rows) out.set(nodeKey({ level: r.level, index: Number(r.idx) }), r.hash);
+    }
+    for (const r of refs) {
+      if (!out.has(nodeKey(r))) throw new Error(`Merkle node ${nodeKey(r)} of tenant ${tenant} is missing`);
+    }
+    return out;
+  }
+
+  /** Entries from `fromSeq` on, by primary key. */
+  async entries(tenant: string, fromSeq: number, limit: number): Promise<StoredEntryRow[]> {
+    const rows: (StoredEntryRow & { seq: string })[] = await this.ds.query(
+      `SELECT seq, record, leaf_hash, chain_hash FROM ledger_entries
+       WHERE tenant_id = $1 AND seq >= $2 ORDER BY seq LIMIT $3`,
+      [tenant, fromSeq, limit],
+    );
+    return rows.map((r) => ({ ...r, seq: Number(r.seq) }));
+  }
+
+  /** One page of the verifier's scan: entries with bodies, by primary key. */
+  async scanPage(tenant: string, afterSeq: number, toSeq: number, limit: number): Promise<ScanRow[]> {
+    const rows: (ScanRow & { seq: string })[] = await this.ds.query(
+      `SELECT e.seq, e.record, e.leaf_hash, e.chain_hash, b.body, e.trace_id, e.span_id, e.parent_span_id,
+              e.session_id, e.type, e.name, e.agent, e.kid, e.batch, e.digest, e.event_id::text
+       FROM ledger_entries e LEFT JOIN ledger_bodies b ON b.tenant_id = e.tenant_id AND b.seq = e.seq
+       WHERE e.tenant_id = $1 AND e.seq > $2 AND e.seq <= $3 ORDER BY e.seq LIMIT $4`,
+      [tenant, afterSeq, toSeq, limit],
+    );
+    return rows.map((r) => ({ ...r, seq: Number(r.seq) }));
+  }
+
+  async chainHashAt(tenant: string, seq: number): Promise<Buffer | undefined> {
+    if (seq === 0) return genesisChainHash(tenant);
+    const rows: { chain_hash: Buffer }[] = await this.ds.query(
+      `SELECT chain_hash FROM ledger_entries WHERE tenant_id = $1 AND seq = $2`,
+      [tenant, seq],
+    );
+    return rows[0]?.chain_hash;
+  }
+
+  async batches(tenant: string, ids: string[]): Promise<Map<string, { kid: string; jws: string }>> {
+    const rows: { batch: string; kid: string; jws: string }[] = await this.ds.query(
+      `SELECT batch, kid, jws FROM ledger_batches WHERE tenant_id = $1 AND batch = ANY($2::text[])`,
+      [tenant, ids],
+    );
+    return new Map(rows.map((r) => [r.batch, { kid: r.kid, jws: r.jws }]));
+  }
+
+  /**
+   * Producer public keys by kid, revoked ones included (old batches stay
+   * verifiable). Read-only: the keys module owns producer_keys; the ledger
+   * reads it here and in the revocation check under its lock.
+   */
+  async producerKeys(tenant: string): Promise<Map<string, JWK>> {
+    const rows: { kid: string; jwk: JWK }[] = await this.ds.query(
+      `SELECT kid, jwk FROM producer_keys WHERE tenant_id = $1`,
+      [tenant],
+    );
+    return new Map(rows.map((r) => [r.kid, r.jwk]));
+  }
+
+  get dataSource(): DataSource {
+    return this.ds;
+  }
+}
