@@ -75,7 +75,7 @@ export function approvalOutcome(
 
 /** The denial as the prior's `when` would see a grant. */
 function asGranted(view: EventView): EventView {
-  const cel = Object.assign(Object.create(null) as Record<string, unknown>, view.cel, { type: 'approval.granted' }) as CelMap;
+  const cel: CelMap = new Map(view.cel).set('type', 'approval.granted');
   return { ...view, type: 'approval.granted', cel };
 }
 

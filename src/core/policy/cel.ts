@@ -33,11 +33,9 @@ const ENVIRONMENTS = {
 
 export type CelVariables = keyof typeof ENVIRONMENTS;
 
-/** A JSON value converted for CEL: integers are bigint, maps have no prototype. */
+/** A JSON value converted for CEL: integers are bigint, objects are Maps. */
 export type CelValue = bigint | number | string | boolean | null | CelValue[] | CelMap;
-export interface CelMap {
-  readonly [key: string]: CelValue;
-}
+export type CelMap = ReadonlyMap<string, CelValue>;
 
 export type CelOutcome = { readonly ok: true; readonly value: boolean } | { readonly ok: false; readonly error: string };
 
@@ -124,13 +122,15 @@ export function toCelValue(value: unknown): CelValue {
 }
 
 /**
- * Null-prototype maps: a key such as `__proto__` or `constructor` in an
- * agent's attributes is plain data, never an inherited property.
+ * JSON objects become Maps, not plain objects: cel-js types a plain object
+ * by its `constructor` property, so an agent's attribute named
+ * `constructor` would make the whole object unusable; with a Map every key
+ * (`constructor`, `__proto__`) is plain data.
  */
 function toCelMap(obj: Readonly<Record<string, unknown>>): CelMap {
-  const out = Object.create(null) as Record<string, CelValue>;
+  const out = new Map<string, CelValue>();
   for (const [key, v] of Object.entries(obj)) {
-    if (v !== undefined) out[key] = toCelValue(v);
+    if (v !== undefined) out.set(key, toCelValue(v));
   }
   return out;
 }
