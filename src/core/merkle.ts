@@ -109,7 +109,7 @@ export function rootFromRefs(size: number, lookup: NodeLookup): Buffer {
  * the new complete nodes to insert in the same transaction as the entry.
  */
 export class Frontier {
-  private readonly nodes: StoredNode[];
+  private readonly stack: StoredNode[];
   private leafCount: number;
 
   /**
@@ -121,7 +121,7 @@ export class Frontier {
     if (hashes.length !== refs.length) {
       throw new RangeError(`a frontier of size ${size} needs ${refs.length} hashes, got ${hashes.length}`);
     }
-    this.nodes = refs.map((ref, i) => ({ ...ref, hash: checkedHash(hashes[i] as Uint8Array, ref) }));
+    this.stack = refs.map((ref, i) => ({ ...ref, hash: checkedHash(hashes[i] as Uint8Array, ref) }));
     this.leafCount = size;
   }
 
@@ -135,8 +135,8 @@ export class Frontier {
   }
 
   /** The current frontier nodes, left to right (copies: callers cannot corrupt the state). */
-  refs(): StoredNode[] {
-    return this.nodes.map((n) => ({ level: n.level, index: n.index, hash: Buffer.from(n.hash) }));
+  nodes(): StoredNode[] {
+    return this.stack.map((n) => ({ level: n.level, index: n.index, hash: Buffer.from(n.hash) }));
   }
 
   /**
@@ -148,20 +148,20 @@ export class Frontier {
     if (this.leafCount >= Number.MAX_SAFE_INTEGER) throw new RangeError('tree size would exceed 2^53 - 1');
     let carry: StoredNode = { level: 0, index: this.leafCount, hash: checkedHash(leafHash, { level: 0, index: this.leafCount }) };
     const created: StoredNode[] = [];
-    for (let last = this.nodes.at(-1); last !== undefined && last.level === carry.level; last = this.nodes.at(-1)) {
-      this.nodes.pop();
+    for (let last = this.stack.at(-1); last !== undefined && last.level === carry.level; last = this.stack.at(-1)) {
+      this.stack.pop();
       carry = { level: carry.level + 1, index: last.index / 2, hash: hashChildren(last.hash, carry.hash) };
       created.push({ level: carry.level, index: carry.index, hash: Buffer.from(carry.hash) });
     }
-    this.nodes.push(carry);
+    this.stack.push(carry);
     this.leafCount += 1;
     return created;
   }
 
   /** MTH of the current tree. */
   root(): Buffer {
-    if (this.nodes.length === 0) return emptyRoot();
-    return foldRight(this.nodes.map((n) => n.hash));
+    if (this.stack.length === 0) return emptyRoot();
+    return foldRight(this.stack.map((n) => n.hash));
   }
 }
 

@@ -704,7 +704,7 @@ describe('properties over random trees (fast-check)', () => {
         const complete = new Map([...buildStore(leaves)].filter(([key]) => !key.startsWith('0:')));
         assert.deepEqual(emitted, complete);
         assert.deepEqual(
-          frontier.refs().map(({ level, index }) => ({ level, index })),
+          frontier.nodes().map(({ level, index }) => ({ level, index })),
           frontierRefs(leaves.length),
         );
 
