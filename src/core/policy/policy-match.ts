@@ -47,7 +47,7 @@ export function evalWhen(when: CompiledCel | undefined, event: CelMap, prior?: C
  * `within` (DESIGN.md §6): the prior's `time` is at most `withinMs` before
  * the event's (`prior.time >= event.time - within`). A prior whose clock is
  * ahead of the event's still counts: order is the ledger's, not the clocks'.
- * An unparsable time is never within.
+ * Times compare at millisecond precision; an unparsable time is never within.
  */
 export function isWithin(withinMs: number | undefined, event: EventView, prior: EventView): boolean {
   if (withinMs === undefined) return true;
