@@ -68,8 +68,12 @@ export class CreateLedger1764057600000 implements MigrationInterface {
         kid        text        NOT NULL,
         jws        text        NOT NULL,
         first_seq  bigint      NOT NULL,
+        -- entries this batch appended, at first_seq .. first_seq + entry_count - 1 (replayed events are not counted)
+        entry_count integer    NOT NULL CHECK (entry_count > 0),
         PRIMARY KEY (tenant_id, batch)
       )`);
+    // the newest batch, for verify's truncation check
+    await q.query(`CREATE INDEX ledger_batches_first_seq ON ledger_batches (tenant_id, first_seq)`);
 
     await q.query(`
       CREATE TABLE merkle_nodes (

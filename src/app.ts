@@ -3,7 +3,6 @@ import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fa
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import { Logger } from 'nestjs-pino';
 import { AppModule } from './app.module';
-import { sendProblem, toProblem } from './common/problem.filter';
 import { MAX_BATCH_BYTES } from './core/event';
 import { MetricsService } from './metrics/metrics.service';
 import type { AppConfig } from './runtime/runtime';
@@ -19,10 +18,6 @@ export async function createApp(config: AppConfig): Promise<NestFastifyApplicati
   app.useLogger(logger);
 
   const fastify = app.getHttpAdapter().getInstance();
-  // Errors Fastify raises before a route runs (bad JSON, body limit, content type).
-  fastify.setErrorHandler((err, request, reply) => {
-    sendProblem(reply, request, toProblem(err, (e) => logger.error({ err: e }, 'unhandled error')));
-  });
   const metrics = app.get(MetricsService);
   fastify.addHook('onResponse', async (request, reply) => {
     const route = request.routeOptions.url ?? 'unmatched';

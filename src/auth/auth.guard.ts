@@ -22,7 +22,7 @@ export class AuthGuard implements CanActivate {
     const req = ctx.switchToHttp().getRequest<AuthedRequest>();
     const header = req.headers.authorization;
     if (!header) throw new UnauthenticatedError('missing Authorization: Bearer <token> header');
-    const m = /^Bearer ([A-Za-z0-9._~+/-]+=*)$/.exec(header);
+    const m = /^Bearer +([A-Za-z0-9._~+/-]+=*)$/i.exec(header);
     if (!m) throw new UnauthenticatedError('the Authorization header must be "Bearer <token>"');
     req.principal = await this.auth.verify(m[1]);
     const scope = this.reflector.getAllAndOverride<Scope | undefined>(SCOPE_KEY, targets);

@@ -31,8 +31,11 @@ export function toProblem(err: unknown, log: (e: unknown) => void): ProblemError
   if (err instanceof HttpException) {
     const status = err.getStatus();
     const [title, code] = TITLES[status] ?? ['Error', 'error'];
-    const detail = status === 404 ? 'no such route' : err.message;
-    return new ProblemError(status, code, title, detail);
+    // Fastify's body parser errors reach here wrapped by Nest.
+    if (status === 413) return new ProblemError(413, code, title, 'the request body exceeds the 5 MiB limit');
+    if (status === 400) return new ProblemError(400, 'malformed_body', 'Malformed body', `the body cannot be parsed: ${err.message}`);
+    if (status === 415) return new ProblemError(415, code, title, 'send application/json');
+    return new ProblemError(status, code, title, status === 404 ? 'no such route' : err.message);
   }
   const fe = err as FrameworkError;
   if (fe && typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) {
@@ -50,6 +53,8 @@ export function toProblem(err: unknown, log: (e: unknown) => void): ProblemError
 export function sendProblem(reply: FastifyReply, request: FastifyRequest, problem: ProblemError): void {
   const retry = problem.extensions.retry_after;
   if (typeof retry === 'number') void reply.header('retry-after', String(retry));
+  // RFC 6750 §3: a 401 names the scheme it wants
+  if (problem.status === 401) void reply.header('www-authenticate', 'Bearer realm="agent-ledger", error="invalid_token"');
   void reply
     .status(problem.status)
     .header('content-type', 'application/problem+json')

@@ -22,6 +22,8 @@ const RECORD_KEYS = [
   'span_id', 'tenant', 'time', 'trace_id', 'type', 'v',
 ];
 
+const BODY_FIELDS = ['id', 'trace_id', 'span_id', 'parent_span_id', 'session_id', 'type', 'name', 'agent', 'time'] as const;
+
 function same(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
@@ -82,8 +84,9 @@ export class ChainVerifier {
       } catch {
         return fail('the body is not JSON');
       }
-      for (const k of ['id', 'trace_id', 'span_id', 'type', 'agent', 'time'] as const) {
-        if (body[k] !== record[k]) return fail(`the body's ${k} differs from the record's`);
+      // every field the record copies from the event, absent ones as null
+      for (const k of BODY_FIELDS) {
+        if ((body[k] ?? null) !== record[k]) return fail(`the body's ${k} differs from the record's`);
       }
     }
     this.chain = chain;

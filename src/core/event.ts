@@ -50,12 +50,32 @@ export const spanIdSchema = z
   .regex(/^[0-9a-f]{16}$/, '16 lowercase hex characters')
   .refine((s) => s !== '0'.repeat(16), 'must not be all zeros');
 
+/**
+ * A real calendar instant: Date.parse alone rolls 2026-02-30 over to March,
+ * and PostgreSQL refuses what JavaScript accepts (year 0, hour 24), so every
+ * field is range-checked here rather than failing later inside a commit.
+ */
+export function isValidRfc3339(s: string): boolean {
+  const m = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.\d{1,9})?(?:Z|([+-])(\d{2}):(\d{2}))$/.exec(s);
+  if (!m) return false;
+  const [y, mo, d, h, mi, sec] = m.slice(1, 7).map(Number);
+  if (y < 1 || mo < 1 || mo > 12 || d < 1 || h > 23 || mi > 59 || sec > 59) return false;
+  if (m[8] !== undefined && (Number(m[8]) > 23 || Number(m[9]) > 59)) return false;
+  return d <= new Date(Date.UTC(y, mo, 0)).getUTCDate();
+}
+
 export const rfc3339Schema = z
   .string()
   .regex(RFC3339, 'an RFC 3339 timestamp such as 2026-11-25T10:00:00.123Z')
-  .refine((s) => !Number.isNaN(Date.parse(s)), 'not a valid date');
+  .refine(isValidRfc3339, 'not a valid date and time (year 0001-9999, hour 00-23, a real day of the month)');
 
-const shortText = (max: number) => z.string().min(1).max(max);
+/** Text stored in its own column: PostgreSQL text cannot hold NUL. */
+const shortText = (max: number) =>
+  z
+    .string()
+    .min(1)
+    .max(max)
+    .refine((v) => !v.includes('\u0000'), 'must not contain NUL (\\u0000)');
 
 function eventSchemaWith(typeSchema: z.ZodType<string>) {
   return z
@@ -64,7 +84,7 @@ function eventSchemaWith(typeSchema: z.ZodType<string>) {
       trace_id: traceIdSchema,
       span_id: spanIdSchema,
       parent_span_id: spanIdSchema.nullable().optional(),
-      session_id: z.string().min(1).max(128).nullable().optional(),
+      session_id: shortText(128).nullable().optional(),
       type: typeSchema,
       name: shortText(256).nullable().optional(),
       agent: shortText(128),

@@ -8,7 +8,6 @@ export enum IngestErrorCode {
   KeyRevoked = 'key_revoked',
   BadSignature = 'bad_signature',
   DigestMismatch = 'digest_mismatch',
-  MalformedEvent = 'malformed_event',
 }
 
 export class IngestError extends ProblemError {
@@ -49,12 +48,6 @@ export class IngestError extends ProblemError {
   static digestMismatch(index: number | null, reason: string): IngestError {
     return new IngestError(422, IngestErrorCode.DigestMismatch, 'Digest mismatch', reason, [
       { field: index === null ? 'signature' : `events[${index}]`, message: reason },
-    ]);
-  }
-
-  static malformedEvent(index: number, field: string, message: string): IngestError {
-    return new IngestError(400, IngestErrorCode.MalformedEvent, 'Malformed event', `events[${index}]${field ? '.' + field : ''}: ${message}`, [
-      { field: `events[${index}]${field ? '.' + field : ''}`, message },
     ]);
   }
 }

@@ -96,7 +96,8 @@ export function prepareEvents(events: unknown[]): PreparedEvent[] {
       errors.push({ field: `events[${i}]`, message: `cannot be canonicalised: ${(err as Error).message}` });
       return;
     }
-    if (body.length > MAX_ATTRIBUTES_BYTES && event.attributes) {
+    // Bytes, not UTF-16 units: the body bounds the attributes from above, so measure them only when it is large.
+    if (event.attributes && Buffer.byteLength(body) > MAX_ATTRIBUTES_BYTES) {
       const size = Buffer.byteLength(jcs(event.attributes));
       if (size > MAX_ATTRIBUTES_BYTES) {
         errors.push({ field: `events[${i}].attributes`, message: `${size} bytes canonical; at most ${MAX_ATTRIBUTES_BYTES}` });

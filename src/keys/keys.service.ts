@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { calculateJwkThumbprint, importJWK, type CryptoKey, type JWK } from 'jose';
 import { NotFoundError } from '../common/problem';
+import { LEDGER_KID } from '../core/record';
 import { LedgerService } from '../ledger/ledger.service';
 import { KID_PATTERN, type KeyView } from './dto/keys.dto';
 import { KeysError } from './keys.errors';
@@ -64,14 +65,10 @@ export class KeysService {
     }
     const kid = typeof submitted.kid === 'string' ? submitted.kid : await calculateJwkThumbprint(jwk);
     if (!KID_PATTERN.test(kid)) throw KeysError.unsupported('kid must be 1-128 characters of A-Z a-z 0-9 . _ : ~ -');
+    if (kid === LEDGER_KID) throw KeysError.unsupported(`kid "${LEDGER_KID}" is reserved for the service's own entries`);
 
-    const existing = await this.repo.find(tenant, kid);
-    if (existing) {
-      if (JSON.stringify(existing.jwk) === JSON.stringify(jwk) || sameKey(existing.jwk, jwk)) {
-        return { created: false, key: view(existing) };
-      }
-      throw KeysError.kidTaken(kid);
-    }
+    const already = await this.alreadyRegistered(tenant, kid, jwk);
+    if (already) return { created: false, key: already };
     try {
       await this.ledger.appendServiceEvents(
         tenant,
@@ -79,10 +76,20 @@ export class KeysService {
         (tx, [receipt]) => this.repo.insert(tx, { tenant_id: tenant, kid, producer, alg, jwk, registered_seq: String(receipt.seq) }),
       );
     } catch (err) {
-      if ((err as { code?: string }).code === '23505') throw KeysError.kidTaken(kid);
+      // a concurrent registration of the same kid won the race: same key is fine, another is a conflict
+      const winner = (err as { code?: string }).code === '23505' ? await this.alreadyRegistered(tenant, kid, jwk) : undefined;
+      if (winner) return { created: false, key: winner };
       throw err;
     }
     return { created: true, key: view((await this.repo.find(tenant, kid))!) };
+  }
+
+  /** The existing registration of this kid if it is the same key; KidTaken if it is another. */
+  private async alreadyRegistered(tenant: string, kid: string, jwk: JWK): Promise<KeyView | undefined> {
+    const existing = await this.repo.find(tenant, kid);
+    if (!existing) return undefined;
+    if (!sameKey(existing.jwk, jwk)) throw KeysError.kidTaken(kid);
+    return view(existing);
   }
 
   async list(tenant: string): Promise<KeyView[]> {

@@ -1,15 +1,17 @@
 import { Injectable } from '@nestjs/common';
+import type { PoolClient } from 'pg';
 import { InjectDataSource } from '@nestjs/typeorm';
 import type { JWK } from 'jose';
 import type { DataSource, EntityManager } from 'typeorm';
 import { toHex } from '../core/encoding';
-import { Frontier, frontierRefs, nodeKey, type NodeRef, type StoredNode } from '../core/merkle';
+import { Frontier, frontierRefs, nodeKey, type NodeRef } from '../core/merkle';
+import { copyRows, type CopyValue } from './copy';
 import { buildRecord, genesisChainHash, leafHash, nextChainHash, recordJcs } from '../core/record';
 import { LedgerError } from './ledger.errors';
 import type { AppendBatch, Receipt } from './ledger.types';
 
-/** Outcome of one batch inside a group commit. */
-export type BatchOutcome = { ok: true; receipts: Receipt[] } | { ok: false; error: Error };
+/** Outcome of one batch inside a group commit; `appended` counts its new entries. */
+export type BatchOutcome = { ok: true; receipts: Receipt[]; appended: number } | { ok: false; error: Error };
 
 export interface Head {
   size: number;
@@ -37,7 +39,26 @@ export interface ScanRow extends StoredEntryRow {
   batch: string;
   digest: string;
   event_id: string;
+  status: string | null;
+  duration_ms: number | null;
+  event_time: Date;
+  received_at: Date;
 }
+
+const ENTRY_COLUMNS = [
+  'tenant_id', 'seq', 'event_id', 'record', 'leaf_hash', 'chain_hash', 'trace_id', 'span_id', 'parent_span_id',
+  'session_id', 'type', 'name', 'agent', 'status', 'duration_ms', 'event_time', 'received_at', 'kid', 'batch', 'digest',
+] as const;
+
+export interface StoredBatch {
+  kid: string;
+  jws: string;
+  first_seq: number;
+  entry_count: number;
+}
+
+/** Raised inside an optimistic attempt when an event id turns out to be in the ledger already. */
+class ReplayDetected extends Error {}
 
 /**
  * The only code that writes the ledger tables. Appends run in one transaction
@@ -51,29 +72,48 @@ export class LedgerRepository {
 
   constructor(@InjectDataSource() private readonly ds: DataSource) {}
 
+  /**
+   * Commits a group. Optimistic about idempotency: fresh event ids are the
+   * rule, so the first attempt skips the lookup of existing ids and lets the
+   * unique index (tenant_id, event_id) object; on that objection the group is
+   * rolled back and redone with the lookup, which returns original receipts.
+   */
   async appendGroup(tenant: string, batches: AppendBatch[]): Promise<BatchOutcome[]> {
     try {
-      return await this.ds.transaction((tx) => this.appendInTx(tx, tenant, batches));
+      return await this.ds.transaction((tx) => this.appendInTx(tx, tenant, batches, false));
+    } catch (err) {
+      this.frontiers.delete(tenant);
+      if (!(err instanceof ReplayDetected)) throw err;
+    }
+    try {
+      return await this.ds.transaction((tx) => this.appendInTx(tx, tenant, batches, true));
     } catch (err) {
       this.frontiers.delete(tenant);
       throw err;
     }
   }
 
-  private async appendInTx(tx: EntityManager, tenant: string, batches: AppendBatch[]): Promise<BatchOutcome[]> {
+  private async appendInTx(
+    tx: EntityManager,
+    tenant: string,
+    batches: AppendBatch[],
+    lookupExisting: boolean,
+  ): Promise<BatchOutcome[]> {
     // One writer per tenant across processes: the lock is released at commit or rollback.
     await tx.query(`SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, [`agent-ledger:${tenant}`]);
     const head = await this.headIn(tx, tenant);
     const frontier = await this.frontierFor(tx, tenant, head.size);
 
     const revoked = await this.revokedKids(tx, tenant, batches);
-    const existing = await this.existingReceipts(tx, tenant, batches);
+    const existing = lookupExisting
+      ? await this.existingReceipts(tx, tenant, batches)
+      : new Map<string, { digest: string; receipt: Receipt }>();
 
     const outcomes: BatchOutcome[] = [];
-    const entries: unknown[] = [];
-    const bodies: unknown[] = [];
-    const batchRows: unknown[] = [];
-    const nodes: StoredNode[] = [];
+    const entries: CopyValue[][] = [];
+    const bodies: CopyValue[][] = [];
+    const batchRows: CopyValue[][] = [];
+    const nodes: CopyValue[][] = [];
     let seq = head.size;
     let chain = head.chainHash;
     const receivedAt = new Date().toISOString();
@@ -106,60 +146,40 @@ export class LedgerRepository {
         const text = recordJcs(buildRecord(tenant, seq, e, receivedAt, b.kid, b.batch, p.digest));
         const leaf = leafHash(text);
         chain = nextChainHash(chain, leaf);
-        nodes.push(...frontier.append(leaf));
+        for (const n of frontier.append(leaf)) nodes.push([tenant, n.level, n.index, n.hash]);
         const receipt = { id: e.id, seq, leaf_hash: toHex(leaf), chain_hash: toHex(chain) };
         receipts.push(receipt);
         existing.set(key, { digest: p.digest, receipt });
-        entries.push({
-          tenant_id: tenant,
-          seq,
-          event_id: e.id,
-          record: text,
-          leaf_hash: `\\x${receipt.leaf_hash}`,
-          chain_hash: `\\x${receipt.chain_hash}`,
-          trace_id: e.trace_id,
-          span_id: e.span_id,
-          parent_span_id: e.parent_span_id ?? null,
-          session_id: e.session_id ?? null,
-          type: e.type,
-          name: e.name ?? null,
-          agent: e.agent,
-          status: e.status ?? null,
-          duration_ms: e.duration_ms ?? null,
-          event_time: e.time,
-          received_at: receivedAt,
-          kid: b.kid,
-          batch: b.batch,
-          digest: p.digest,
-        });
-        bodies.push({ tenant_id: tenant, seq, body: p.body });
+        entries.push([
+          tenant, seq, e.id, text, leaf, chain, e.trace_id, e.span_id, e.parent_span_id ?? null, e.session_id ?? null,
+          e.type, e.name ?? null, e.agent, e.status ?? null, e.duration_ms ?? null, e.time, receivedAt, b.kid, b.batch,
+          p.digest,
+        ]);
+        bodies.push([tenant, seq, p.body]);
       }
-      if (firstSeq) batchRows.push({ tenant_id: tenant, batch: b.batch, kid: b.kid, jws: b.jws, first_seq: firstSeq });
+      if (firstSeq) batchRows.push([tenant, b.batch, b.kid, b.jws, firstSeq, seq - firstSeq + 1]);
       if (b.inTransaction) await b.inTransaction(tx, receipts);
-      outcomes.push({ ok: true, receipts });
+      outcomes.push({ ok: true, receipts, appended: firstSeq ? seq - firstSeq + 1 : 0 });
     }
 
     if (entries.length) {
-      // json_populate_recordset: one parameter per table, parsed by the server, whatever the group size.
-      await tx.query(
-        `INSERT INTO ledger_entries SELECT * FROM json_populate_recordset(NULL::ledger_entries, $1::json)`,
-        [JSON.stringify(entries)],
-      );
-      await tx.query(
-        `INSERT INTO ledger_bodies SELECT * FROM json_populate_recordset(NULL::ledger_bodies, $1::json)`,
-        [JSON.stringify(bodies)],
-      );
-      await tx.query(
-        `INSERT INTO ledger_batches SELECT * FROM json_populate_recordset(NULL::ledger_batches, $1::json)
-         ON CONFLICT DO NOTHING`,
-        [JSON.stringify(batchRows)],
-      );
-      if (nodes.length) {
-        await tx.query(
-          `INSERT INTO merkle_nodes SELECT * FROM json_populate_recordset(NULL::merkle_nodes, $1::json)`,
-          [JSON.stringify(nodes.map((n) => ({ tenant_id: tenant, level: n.level, idx: n.index, hash: `\\x${toHex(n.hash)}` })))],
-        );
+      const client = (await tx.queryRunner!.connect()) as PoolClient;
+      try {
+        await copyRows(client, 'ledger_entries', ENTRY_COLUMNS, entries);
+      } catch (err) {
+        if ((err as { constraint?: string }).constraint === 'ledger_entries_event_id' && !lookupExisting) {
+          throw new ReplayDetected();
+        }
+        throw err;
       }
+      await copyRows(client, 'ledger_bodies', ['tenant_id', 'seq', 'body'], bodies);
+      // A batch id repeats only when a producer resends a batch whose events were partly stored.
+      await tx.query(
+        `INSERT INTO ledger_batches (tenant_id, batch, kid, jws, first_seq, entry_count)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::int[]) ON CONFLICT DO NOTHING`,
+        [0, 1, 2, 3, 4, 5].map((i) => batchRows.map((r) => r[i])),
+      );
+      await copyRows(client, 'merkle_nodes', ['tenant_id', 'level', 'idx', 'hash'], nodes);
     }
     this.frontiers.set(tenant, frontier);
     return outcomes;
@@ -257,6 +277,30 @@ export class LedgerRepository {
     return out;
   }
 
+  /** The Merkle frontier of the tree of `size` leaves, from stored nodes. */
+  async frontierAt(tenant: string, size: number): Promise<Frontier> {
+    const refs = frontierRefs(size);
+    const found = await this.nodes(this.ds, tenant, refs);
+    return new Frontier(
+      size,
+      refs.map((r) => found.get(nodeKey(r))!),
+    );
+  }
+
+  /** Stored inner nodes among `refs` (absent ones are simply not in the map). */
+  async nodesIfPresent(tenant: string, refs: readonly NodeRef[]): Promise<Map<string, Buffer>> {
+    const out = new Map<string, Buffer>();
+    if (!refs.length) return out;
+    const rows: { level: number; idx: string; hash: Buffer }[] = await this.ds.query(
+      `SELECT n.level, n.idx, n.hash FROM merkle_nodes n
+       JOIN unnest($2::smallint[], $3::bigint[]) AS want(level, idx) ON n.level = want.level AND n.idx = want.idx
+       WHERE n.tenant_id = $1`,
+      [tenant, refs.map((r) => r.level), refs.map((r) => r.index)],
+    );
+    for (const r of rows) out.set(nodeKey({ level: r.level, index: Number(r.idx) }), r.hash);
+    return out;
+  }
+
   /** Entries from `fromSeq` on, by primary key. */
   async entries(tenant: string, fromSeq: number, limit: number): Promise<StoredEntryRow[]> {
     const rows: (StoredEntryRow & { seq: string })[] = await this.ds.query(
@@ -271,7 +315,8 @@ export class LedgerRepository {
   async scanPage(tenant: string, afterSeq: number, toSeq: number, limit: number): Promise<ScanRow[]> {
     const rows: (ScanRow & { seq: string })[] = await this.ds.query(
       `SELECT e.seq, e.record, e.leaf_hash, e.chain_hash, b.body, e.trace_id, e.span_id, e.parent_span_id,
-              e.session_id, e.type, e.name, e.agent, e.kid, e.batch, e.digest, e.event_id::text
+              e.session_id, e.type, e.name, e.agent, e.kid, e.batch, e.digest, e.event_id::text,
+              e.status, e.duration_ms, e.event_time, e.received_at
        FROM ledger_entries e LEFT JOIN ledger_bodies b ON b.tenant_id = e.tenant_id AND b.seq = e.seq
        WHERE e.tenant_id = $1 AND e.seq > $2 AND e.seq <= $3 ORDER BY e.seq LIMIT $4`,
       [tenant, afterSeq, toSeq, limit],
@@ -288,12 +333,21 @@ export class LedgerRepository {
     return rows[0]?.chain_hash;
   }
 
-  async batches(tenant: string, ids: string[]): Promise<Map<string, { kid: string; jws: string }>> {
-    const rows: { batch: string; kid: string; jws: string }[] = await this.ds.query(
-      `SELECT batch, kid, jws FROM ledger_batches WHERE tenant_id = $1 AND batch = ANY($2::text[])`,
+  async batches(tenant: string, ids: string[]): Promise<Map<string, StoredBatch>> {
+    const rows: (StoredBatch & { batch: string; first_seq: string })[] = await this.ds.query(
+      `SELECT batch, kid, jws, first_seq, entry_count FROM ledger_batches WHERE tenant_id = $1 AND batch = ANY($2::text[])`,
       [tenant, ids],
     );
-    return new Map(rows.map((r) => [r.batch, { kid: r.kid, jws: r.jws }]));
+    return new Map(rows.map((r) => [r.batch, { kid: r.kid, jws: r.jws, first_seq: Number(r.first_seq), entry_count: r.entry_count }]));
+  }
+
+  /** The batch with the highest first seq (index ledger_batches_first_seq). */
+  async lastBatch(tenant: string): Promise<{ first_seq: number; entry_count: number } | undefined> {
+    const rows: { first_seq: string; entry_count: number }[] = await this.ds.query(
+      `SELECT first_seq, entry_count FROM ledger_batches WHERE tenant_id = $1 ORDER BY first_seq DESC LIMIT 1`,
+      [tenant],
+    );
+    return rows[0] && { first_seq: Number(rows[0].first_seq), entry_count: rows[0].entry_count };
   }
 
   /**

@@ -6,7 +6,7 @@ import { ChainVerifier } from '../core/chain-verifier';
 import { toHex } from '../core/encoding';
 import { serviceEventSchema, type TraceEvent } from '../core/event';
 import { jcs } from '../core/jcs';
-import { emptyRoot, frontierRefs, nodeKey, rootFromRefs } from '../core/merkle';
+import { emptyRoot, frontierRefs, nodeKey, rootFromRefs, type StoredNode } from '../core/merkle';
 import { batchId, eventDigest, LEDGER_KID, type LedgerRecord } from '../core/record';
 import { MetricsService } from '../metrics/metrics.service';
 import type { AppConfig } from '../runtime/runtime';
@@ -136,7 +136,8 @@ export class LedgerService {
   async verify(tenant: string, fromSeq: number, toSeq?: number): Promise<VerifyResult> {
     const head = await this.repo.head(tenant);
     const to = Math.min(toSeq ?? head.size, head.size);
-    if (fromSeq < 1) throw LedgerError.badRange('from_seq', 'must be at least 1');
+    if (fromSeq > head.size + 1) throw LedgerError.badRange('from_seq', `the ledger has ${head.size} entries`);
+    if (toSeq !== undefined && toSeq < fromSeq) throw LedgerError.badRange('to_seq', 'must not be below from_seq');
     const prev = await this.repo.chainHashAt(tenant, fromSeq - 1);
     const result = (extra: Partial<VerifyResult>, verified: number): VerifyResult => ({
       ok: extra.first_bad_seq === undefined,
@@ -147,16 +148,28 @@ export class LedgerService {
     });
     if (!prev) return result({ first_bad_seq: fromSeq - 1, reason: `entry ${fromSeq - 1} is missing` }, 0);
     const verifier = new ChainVerifier(tenant, fromSeq, prev);
+    const tree = await this.repo.frontierAt(tenant, fromSeq - 1);
     const batches = new BatchChecker(this.repo, tenant, this.config.ledgerKey.publicJwk);
     let after = fromSeq - 1;
     let verified = 0;
     while (after < to) {
       const page = await this.repo.scanPage(tenant, after, to, VERIFY_PAGE);
       if (page.length === 0) break;
+      // the Merkle nodes these entries complete, recomputed, against the stored ones
+      const expected = new Map<number, StoredNode[]>();
+      for (const row of page) expected.set(row.seq, tree.append(row.leaf_hash));
+      const stored = await this.repo.nodesIfPresent(tenant, [...expected.values()].flat());
       for (const row of page) {
+        if (row.body === null) {
+          // no lawful erasure path exists yet, so a missing body is a deletion
+          return result({ first_bad_seq: row.seq, reason: 'the body is missing' }, verified);
+        }
         const r = verifier.check(row);
         if ('failure' in r) return result({ first_bad_seq: r.failure.seq, reason: r.failure.reason }, verified);
-        const bad = columnMismatch(row, r.record) ?? (await batches.check(r.record));
+        const bad =
+          columnMismatch(row, r.record) ??
+          nodeMismatch(expected.get(row.seq)!, stored) ??
+          (await batches.check(r.record));
         if (bad) return result({ first_bad_seq: row.seq, reason: bad }, verified);
         verified++;
       }
@@ -165,12 +178,35 @@ export class LedgerService {
     if (verifier.nextSeq <= to) {
       return result({ first_bad_seq: verifier.nextSeq, reason: `entry ${verifier.nextSeq} is missing` }, verified);
     }
+    if (to === head.size) {
+      // Truncation: the newest batch says how many entries it appended; the ledger must end with them.
+      const last = await this.repo.lastBatch(tenant);
+      const end = last ? last.first_seq + last.entry_count - 1 : 0;
+      if (end > head.size) {
+        return result({ first_bad_seq: head.size + 1, reason: `entry ${head.size + 1} is missing: its batch lists entries up to ${end}` }, verified);
+      }
+    }
     return result({}, verified);
   }
 }
 
+function nodeMismatch(expected: StoredNode[], stored: Map<string, Buffer>): string | null {
+  for (const n of expected) {
+    const got = stored.get(nodeKey(n));
+    if (!got) return `the Merkle node (level ${n.level}, index ${n.index}) is missing`;
+    if (!got.equals(n.hash)) return `the Merkle node (level ${n.level}, index ${n.index}) does not match the leaves`;
+  }
+  return null;
+}
+
 function columnMismatch(row: ScanRow, rec: LedgerRecord): string | null {
+  const body = JSON.parse(row.body!) as { status?: string; duration_ms?: number };
+  const sameInstant = (d: Date, iso: string) => Math.abs(d.getTime() - Date.parse(iso)) <= 1;
+  if (!sameInstant(row.event_time, rec.time)) return 'the stored event_time column differs from the record';
+  if (!sameInstant(row.received_at, rec.received_at)) return 'the stored received_at column differs from the record';
   const pairs: [string, unknown, unknown][] = [
+    ['status', row.status, body.status ?? null],
+    ['duration_ms', row.duration_ms, body.duration_ms ?? null],
     ['trace_id', row.trace_id, rec.trace_id],
     ['span_id', row.span_id, rec.span_id],
     ['parent_span_id', row.parent_span_id, rec.parent_span_id],
@@ -187,9 +223,16 @@ function columnMismatch(row: ScanRow, rec: LedgerRecord): string | null {
   return bad ? `the stored ${bad[0]} column differs from the record` : null;
 }
 
+interface SignedBatch {
+  kid: string;
+  digests: Set<string>;
+  firstSeq: number;
+  count: number;
+}
+
 /** Verifies each batch JWS once and remembers its digests (bounded cache). */
 class BatchChecker {
-  private readonly cache = new Map<string, Set<string> | string>();
+  private readonly cache = new Map<string, SignedBatch | string>();
   private keys?: Map<string, JWK>;
 
   constructor(
@@ -206,13 +249,17 @@ class BatchChecker {
       this.cache.set(rec.batch, entry);
     }
     if (typeof entry === 'string') return entry;
-    return entry.has(rec.digest) ? null : "the record's digest is not in its batch's signed digests";
+    if (entry.kid !== rec.kid) return `the record's kid "${rec.kid}" is not the kid that signed its batch`;
+    if (rec.seq < entry.firstSeq || rec.seq >= entry.firstSeq + entry.count) return 'the entry lies outside its batch';
+    return entry.digests.has(rec.digest) ? null : "the record's digest is not in its batch's signed digests";
   }
 
-  private async load(batch: string, kid: string): Promise<Set<string> | string> {
+  /** Verifies a batch once: its JWS, signed by the key its record and its stored row name. */
+  private async load(batch: string, kid: string): Promise<SignedBatch | string> {
     const stored = (await this.repo.batches(this.tenant, [batch])).get(batch);
     if (!stored) return 'the batch signature of this entry is missing';
     if (batchId(stored.jws) !== batch) return 'the stored batch JWS does not hash to the batch id';
+    if (stored.kid !== kid) return `the stored batch is attributed to "${stored.kid}", the record to "${kid}"`;
     let jwk: JWK | undefined;
     if (kid === LEDGER_KID) jwk = this.ledgerJwk;
     else {
@@ -221,12 +268,13 @@ class BatchChecker {
     }
     if (!jwk) return `the producer key "${kid}" is not registered`;
     try {
-      const { alg } = readBatchHeader(stored.jws);
+      const { alg, kid: headerKid } = readBatchHeader(stored.jws);
+      if (headerKid !== (kid === LEDGER_KID ? this.ledgerJwk.kid : kid)) return 'the batch JWS header names another kid';
       const key = await importJWK(jwk, alg);
       if (key instanceof Uint8Array) return 'the producer key is not an asymmetric key';
       const payload = await verifyBatchSignature(stored.jws, key, alg as BatchAlgorithm);
       const digests = (JSON.parse(payload) as { digests: string[] }).digests;
-      return new Set(digests);
+      return { kid, digests: new Set(digests), firstSeq: stored.first_seq, count: stored.entry_count };
     } catch {
       return 'the batch signature does not verify';
     }

@@ -10,7 +10,8 @@ interface Pending {
 export interface SequencerHooks {
   /** Commits one group for one tenant in one transaction. */
   commit(tenant: string, batches: AppendBatch[]): Promise<BatchOutcome[]>;
-  onCommitted?(tenant: string, events: number, batches: number, seconds: number): void;
+  /** After a commit: the number of entries it appended (replays excluded). */
+  onCommitted?(tenant: string, appended: number, batches: number, seconds: number): void;
 }
 
 /**
@@ -65,6 +66,37 @@ export class Sequencer {
     return q.splice(0, n);
   }
 
+  /**
+   * Commits a group and settles its promises. If the transaction itself
+   * fails (not a refusal of one batch, which comes back as an outcome), the
+   * batches are retried one by one, so one batch the database rejects cannot
+   * take other producers' batches down with it.
+   */
+  private async commitGroup(tenant: string, group: Pending[]): Promise<void> {
+    const started = process.hrtime.bigint();
+    let outcomes: BatchOutcome[];
+    try {
+      outcomes = await this.hooks.commit(
+        tenant,
+        group.map((p) => p.batch),
+      );
+    } catch (err) {
+      if (group.length === 1) {
+        group[0].reject(err as Error);
+        return;
+      }
+      for (const p of group) await this.commitGroup(tenant, [p]);
+      return;
+    }
+    const appended = outcomes.reduce((n, o) => n + (o.ok ? o.appended : 0), 0);
+    this.hooks.onCommitted?.(tenant, appended, group.length, Number(process.hrtime.bigint() - started) / 1e9);
+    group.forEach((p, i) => {
+      const o = outcomes[i];
+      if (o.ok) p.resolve(o.receipts);
+      else p.reject(o.error);
+    });
+  }
+
   private async drain(tenant: string): Promise<void> {
     this.running.add(tenant);
     try {
@@ -76,20 +108,8 @@ export class Sequencer {
         }
         const group = this.takeGroup(q);
         const events = group.reduce((s, p) => s + p.batch.events.length, 0);
-        const started = process.hrtime.bigint();
         try {
-          const outcomes = await this.hooks.commit(
-            tenant,
-            group.map((p) => p.batch),
-          );
-          this.hooks.onCommitted?.(tenant, events, group.length, Number(process.hrtime.bigint() - started) / 1e9);
-          group.forEach((p, i) => {
-            const o = outcomes[i];
-            if (o.ok) p.resolve(o.receipts);
-            else p.reject(o.error);
-          });
-        } catch (err) {
-          for (const p of group) p.reject(err as Error);
+          await this.commitGroup(tenant, group);
         } finally {
           this.queuedEvents -= events;
         }

@@ -254,7 +254,7 @@ describe('crash: SIGKILL with batches in flight, restart, resend', () => {
             await c.end();
           };
         },
-        ready: () => untilSession(db, `wait_event_type = 'Lock' AND query LIKE 'INSERT INTO ledger_bodies%'`),
+        ready: () => untilSession(db, `wait_event_type = 'Lock' AND query LIKE 'COPY ledger_bodies%'`),
       }),
       () => undefined,
     ],

@@ -1,0 +1,111 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join, resolve } from 'node:path';
+import { exportJWK, generateKeyPair } from 'jose';
+import { migrate, withCredentials } from '../src/database/data-source';
+import { startEmbeddedPostgres } from '../src/database/embedded';
+
+/** Shared benchmark plumbing: a throwaway embedded cluster and the real service as a child process. */
+
+export const ROOT = resolve(__dirname, '..', '..');
+const APP_PASSWORD = 'bench-app-password';
+export const BENCH_SECRET = 'bench-secret-0123456789-abcdefghijklmnop';
+
+export function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => res(port));
+    });
+    s.on('error', rej);
+  });
+}
+
+export interface BenchDb {
+  ownerUrl: string;
+  appUrl: string;
+  stop(): Promise<void>;
+}
+
+export async function startBenchDb(): Promise<BenchDb> {
+  const dataDir = join(ROOT, '.bench-data', `run-${process.pid}`);
+  const db = await startEmbeddedPostgres({
+    dataDir,
+    port: await freePort(),
+    password: randomBytes(12).toString('hex'),
+    persistent: false,
+  });
+  await migrate(db.ownerUrl, APP_PASSWORD);
+  return {
+    ownerUrl: db.ownerUrl,
+    appUrl: withCredentials(db.ownerUrl, 'agent_ledger_app', APP_PASSWORD),
+    stop: async () => {
+      await db.stop();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface ServiceProcess {
+  url: string;
+  child: ChildProcess;
+  stop(): Promise<void>;
+}
+
+/** `node dist/src/main.js` against the bench database, as an operator would run it. */
+export async function startService(db: BenchDb, extraEnv: Record<string, string> = {}): Promise<ServiceProcess> {
+  const port = await freePort();
+  const { privateKey } = await generateKeyPair('Ed25519', { extractable: true });
+  const nodeArgs = process.env.BENCH_NODE_ARGS ? process.env.BENCH_NODE_ARGS.split(' ') : [];
+  const child = spawn(process.execPath, [...nodeArgs, join(ROOT, 'dist', 'src', 'main.js')], {
+    env: {
+      PATH: process.env.PATH,
+      NODE_ENV: 'production',
+      HOST: '127.0.0.1',
+      PORT: String(port),
+      DATABASE_URL: db.appUrl,
+      MIGRATIONS_RUN: 'false',
+      AUTH_JWT_SECRET: BENCH_SECRET,
+      LEDGER_SIGNING_KEY: JSON.stringify(await exportJWK(privateKey)),
+      LOG_LEVEL: 'warn',
+      ...extraEnv,
+    },
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 200; i++) {
+    try {
+      if ((await fetch(`${url}/health/ready`)).ok) break;
+    } catch {
+      /* not listening yet */
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    url,
+    child,
+    stop: () =>
+      new Promise((r) => {
+        child.once('exit', () => r());
+        child.kill('SIGTERM');
+      }),
+  };
+}
+
+export function percentile(sorted: number[], p: number): number {
+  if (!sorted.length) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+export function table(rows: (string | number)[][]): string {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => String(r[i]).length)));
+  return rows.map((r) => r.map((c, i) => String(c).padEnd(widths[i])).join('  ')).join('\n');
+}
