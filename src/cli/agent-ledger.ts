@@ -26,6 +26,8 @@ commands:
   migrate   apply pending migrations (MIGRATIONS_DATABASE_URL or DATABASE_URL, else the embedded database)
   keygen    [--alg EdDSA|ES256] [--out producer-key.json]
             write a producer key pair (private JWK file) and print the public JWK to register
+  ledger-key
+            print a new private Ed25519 JWK for LEDGER_SIGNING_KEY (the ledger's own signing key)
   register-key --key producer-key.json --producer NAME --token TOKEN [--url URL]
   send      --key producer-key.json --token TOKEN [--url URL] [--file events.json] [--agent NAME]
             sign and send a batch: the events of --file (a JSON array), or a small sample run
@@ -96,6 +98,11 @@ async function main(argv: string[]): Promise<number> {
       writeFileSync(file, JSON.stringify({ ...priv, kid, alg }, null, 2) + '\n', { mode: 0o600, flag: 'wx' });
       err(`wrote the private key to ${file} (keep it with the producer); register this public JWK:`);
       out(JSON.stringify({ ...pub, kid }));
+      return 0;
+    }
+    case 'ledger-key': {
+      const { privateKey } = await generateKeyPair('Ed25519', { extractable: true });
+      out(JSON.stringify(await exportJWK(privateKey)));
       return 0;
     }
     case 'register-key': {
