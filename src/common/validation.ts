@@ -50,5 +50,18 @@ export function openApiSchema(schema: z.ZodType): Record<string, unknown> {
     unknown
   >;
   delete json.$schema;
-  return json;
+  // zod names schemas that carry .meta({id}) under local "definitions"; OpenAPI resolves
+  // refs from the document root, so inline them (our schemas have no cycles).
+  const defs = (json.definitions ?? json.$defs ?? {}) as Record<string, unknown>;
+  delete json.definitions;
+  delete json.$defs;
+  const inline = (node: unknown): unknown => {
+    if (Array.isArray(node)) return node.map(inline);
+    if (node === null || typeof node !== 'object') return node;
+    const { $ref, ...rest } = node as Record<string, unknown>;
+    const target = typeof $ref === 'string' ? /^#\/(?:definitions|\$defs)\/(.+)$/.exec($ref)?.[1] : undefined;
+    const base = target !== undefined && defs[target] ? inline(defs[target]) : {};
+    return { ...(base as object), ...Object.fromEntries(Object.entries(rest).map(([k, v]) => [k, inline(v)])) };
+  };
+  return inline(json) as Record<string, unknown>;
 }
