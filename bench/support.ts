@@ -1,11 +1,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { exportJWK, generateKeyPair } from 'jose';
 import { migrate, withCredentials } from '../src/database/data-source';
 import { startEmbeddedPostgres } from '../src/database/embedded';
+import { freePort } from '../test/support/net';
+export { freePort };
 
 /** Shared benchmark plumbing: a throwaway embedded cluster and the real service as a child process. */
 
@@ -13,16 +14,6 @@ export const ROOT = resolve(__dirname, '..', '..');
 const APP_PASSWORD = 'bench-app-password';
 export const BENCH_SECRET = 'bench-secret-0123456789-abcdefghijklmnop';
 
-export function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => res(port));
-    });
-    s.on('error', rej);
-  });
-}
 
 export interface BenchDb {
   ownerUrl: string;

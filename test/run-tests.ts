@@ -1,12 +1,12 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { Client } from 'pg';
 import { migrate } from '../src/database/data-source';
 import { startEmbeddedPostgres } from '../src/database/embedded';
 import { APP_PASSWORD, TEMPLATE_DB } from './support/db';
+import { freePort } from './support/net';
 
 /**
  * `npm test`: starts a throwaway embedded PostgreSQL, migrates a template
@@ -15,16 +15,6 @@ import { APP_PASSWORD, TEMPLATE_DB } from './support/db';
  * cluster, and ends with one line "N passed, N failed".
  */
 
-function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => res(port));
-    });
-    s.on('error', rej);
-  });
-}
 
 function testFiles(dir: string, filter: string[]): string[] {
   const out: string[] = [];

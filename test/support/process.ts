@@ -1,6 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { NestFastifyApplication } from '@nestjs/platform-fastify';
@@ -9,6 +8,8 @@ import { createApp } from '../../src/app';
 import type { AppConfig } from '../../src/runtime/runtime';
 import { TEST_JWT_SECRET } from './app';
 import type { TestDatabase } from './db';
+import { freePort } from './net';
+export { freePort };
 
 /**
  * More than one service on one test database: a second in-process app built
@@ -16,16 +17,6 @@ import type { TestDatabase } from './db';
  * process (`node dist/src/main.js`) that a test can SIGKILL and restart.
  */
 
-export function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => res(port));
-    });
-    s.on('error', rej);
-  });
-}
 
 /** A private Ed25519 JWK as JSON, the form LEDGER_SIGNING_KEY takes. */
 export async function ledgerSigningKeyJson(): Promise<string> {

@@ -4,6 +4,8 @@
  * violation the engine raises. Nothing here imports Nest or the database.
  */
 
+import { EVENT_TYPES } from '../event';
+
 export type JsonPrimitive = string | number | boolean | null;
 export type JsonValue = JsonPrimitive | JsonValue[] | { [key: string]: JsonValue };
 export type JsonObject = { [key: string]: JsonValue };
@@ -17,29 +19,8 @@ export type RuleKind = (typeof RULE_KINDS)[number];
 export const SCOPES = ['trace', 'session'] as const;
 export type Scope = (typeof SCOPES)[number];
 
-/**
- * Event types a rule may filter on (DESIGN.md §2). Mirrors the producer list
- * in `src/core/event.ts`; kept here so the policy core stays self-contained
- * for the SDK and the offline tools. `custom.<name>` types are also accepted.
- */
-export const POLICY_EVENT_TYPES = [
-  'run.started',
-  'run.completed',
-  'run.failed',
-  'model.call',
-  'tool.call',
-  'tool.result',
-  'validation',
-  'action.blocked',
-  'approval.requested',
-  'approval.granted',
-  'approval.denied',
-  'run.interrupted',
-  'run.resumed',
-  'retry',
-  'handoff',
-  'evaluation',
-] as const;
+/** Event types a rule may filter on (DESIGN.md §2): the producer types; `custom.<name>` too. */
+export const POLICY_EVENT_TYPES = EVENT_TYPES;
 
 export const CUSTOM_EVENT_TYPE = /^custom\.[a-z0-9][a-z0-9_.-]{0,63}$/;
 
