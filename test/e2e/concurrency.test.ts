@@ -2,11 +2,11 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { newTraceId, type Receipt } from '../../src/client/ledger-client';
 import type { TraceEvent } from '../../src/core/event';
-import { hashChildren, rootFromLeaves } from '../../src/core/merkle';
+import { rootFromLeaves } from '../../src/core/merkle';
 import { startTestApp, type TestApp } from '../support/app';
-import { asSuperuser } from '../support/db';
 import { event, producerKey, registerKey, signedBatch, type TestProducer } from '../support/factories';
 import { startAppOn, type ExtraApp } from '../support/process';
+import { completeMerkleNodes, readStoredLedger, type StoredRow } from '../support/stored';
 
 /**
  * Many producers at once over real HTTP, through the group-commit sequencer
@@ -97,16 +97,7 @@ async function produce(p: Producer, inflight: number, dupEvery: number, stop: { 
   return out;
 }
 
-interface Row {
-  seq: number;
-  event_id: string;
-  type: string;
-  batch: string;
-  leaf: string;
-  chain: string;
-  tx: string;
-  has_body: boolean;
-}
+type Row = StoredRow;
 
 /** Everything the ledger holds for a tenant must agree with what the producers were told. */
 async function checkTenant(
@@ -116,24 +107,7 @@ async function checkTenant(
   sent: Sent[],
   serviceEntries: number,
 ): Promise<{ rows: Row[] }> {
-  const { rows, nodes } = await asSuperuser(t.db, async (c) => {
-    const rows = (
-      await c.query<Row>(
-        `SELECT e.seq::int AS seq, e.event_id::text AS event_id, e.type, e.batch, encode(e.leaf_hash, 'hex') AS leaf,
-                encode(e.chain_hash, 'hex') AS chain, e.xmin::text AS tx, b.seq IS NOT NULL AS has_body
-         FROM ledger_entries e LEFT JOIN ledger_bodies b ON b.tenant_id = e.tenant_id AND b.seq = e.seq
-         WHERE e.tenant_id = $1 ORDER BY e.seq`,
-        [tenant],
-      )
-    ).rows;
-    const nodes = (
-      await c.query<{ level: number; idx: string; hash: string }>(
-        `SELECT level, idx, encode(hash, 'hex') AS hash FROM merkle_nodes WHERE tenant_id = $1 ORDER BY level, idx`,
-        [tenant],
-      )
-    ).rows.map((n) => `${n.level}:${n.idx}:${n.hash}`);
-    return { rows, nodes };
-  });
+  const { rows, nodes } = await readStoredLedger(t.db, tenant);
 
   const events = sent.flatMap((s) => s.events);
   const N = serviceEntries + events.length;
@@ -164,14 +138,7 @@ async function checkTenant(
 
   // the stored Merkle nodes are exactly the complete RFC 9162 subtrees over the leaves
   const leaves: Buffer[] = rows.map((r) => Buffer.from(r.leaf, 'hex'));
-  const expected: string[] = [];
-  let level = leaves;
-  for (let l = 1; level.length >= 2; l++) {
-    const up: Buffer[] = [];
-    for (let i = 0; i + 1 < level.length; i += 2) up.push(hashChildren(level[i], level[i + 1]));
-    up.forEach((h, i) => expected.push(`${l}:${i}:${h.toString('hex')}`));
-    level = up;
-  }
+  const expected = completeMerkleNodes(leaves);
   assert.deepEqual(nodes, expected, `${tenant}: stored Merkle nodes differ from the tree over the leaf hashes`);
 
   const reader = await t.token(tenant, 'audit:read');

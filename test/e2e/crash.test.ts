@@ -3,12 +3,13 @@ import { after, before, describe, test } from 'node:test';
 import { Client } from 'pg';
 import { newTraceId, type Receipt } from '../../src/client/ledger-client';
 import type { TraceEvent } from '../../src/core/event';
-import { hashChildren, rootFromLeaves } from '../../src/core/merkle';
+import { rootFromLeaves } from '../../src/core/merkle';
 import { batchId } from '../../src/core/record';
 import { mintToken } from '../../src/auth/token';
 import { TEST_JWT_SECRET } from '../support/app';
 import { asSuperuser, createTestDatabase, type TestDatabase } from '../support/db';
 import { event, producerKey, registerKey, signedBatch, type TestProducer } from '../support/factories';
+import { completeMerkleNodes, readStoredLedger, type StoredRow } from '../support/stored';
 import { killAllServiceProcesses, ledgerSigningKeyJson, startServiceProcess, type ServiceProcess } from '../support/process';
 
 /**
@@ -39,14 +40,6 @@ interface Batch {
   receipts?: Receipt[];
 }
 
-interface StoredRow {
-  seq: number;
-  event_id: string;
-  type: string;
-  leaf: string;
-  chain: string;
-  has_body: boolean;
-}
 
 const token = (scope: string) => mintToken({ secret: new TextEncoder().encode(TEST_JWT_SECRET), tenant: TENANT, scope });
 
@@ -143,38 +136,7 @@ async function waitForSessionsToEnd(db: TestDatabase): Promise<void> {
   });
 }
 
-async function stored(db: TestDatabase): Promise<{ rows: StoredRow[]; nodes: string[] }> {
-  return asSuperuser(db, async (c) => {
-    const rows = (
-      await c.query<StoredRow>(
-        `SELECT e.seq::int AS seq, e.event_id::text AS event_id, e.type, encode(e.leaf_hash, 'hex') AS leaf,
-                encode(e.chain_hash, 'hex') AS chain, b.seq IS NOT NULL AS has_body
-         FROM ledger_entries e LEFT JOIN ledger_bodies b ON b.tenant_id = e.tenant_id AND b.seq = e.seq
-         WHERE e.tenant_id = $1 ORDER BY e.seq`,
-        [TENANT],
-      )
-    ).rows;
-    const nodes = (
-      await c.query<{ level: number; idx: string; hash: string }>(
-        `SELECT level, idx, encode(hash, 'hex') AS hash FROM merkle_nodes WHERE tenant_id = $1 ORDER BY level, idx`,
-        [TENANT],
-      )
-    ).rows.map((n) => `${n.level}:${n.idx}:${n.hash}`);
-    return { rows, nodes };
-  });
-}
-
-function merkleNodes(leaves: Buffer[]): string[] {
-  const out: string[] = [];
-  let level = leaves;
-  for (let l = 1; level.length >= 2; l++) {
-    const up: Buffer[] = [];
-    for (let i = 0; i + 1 < level.length; i += 2) up.push(hashChildren(level[i], level[i + 1]));
-    up.forEach((h, i) => out.push(`${l}:${i}:${h.toString('hex')}`));
-    level = up;
-  }
-  return out;
-}
+const stored = (db: TestDatabase) => readStoredLedger(db, TENANT);
 
 /** The stored ledger is whole: seqs 1..N, bodies, Merkle nodes; and every 201 is in it as receipted. */
 function checkWhole(s: { rows: StoredRow[]; nodes: string[] }, acked: Batch[]): Map<string, StoredRow> {
@@ -185,7 +147,7 @@ function checkWhole(s: { rows: StoredRow[]; nodes: string[] }, acked: Batch[]): 
     'seqs are not exactly 1..N',
   );
   assert.ok(s.rows.every((r) => r.has_body), 'an entry lost its body');
-  assert.deepEqual(s.nodes, merkleNodes(s.rows.map((r) => Buffer.from(r.leaf, 'hex'))), 'Merkle nodes do not match the leaves');
+  assert.deepEqual(s.nodes, completeMerkleNodes(s.rows.map((r) => Buffer.from(r.leaf, 'hex'))), 'Merkle nodes do not match the leaves');
   const byId = new Map(s.rows.map((r) => [r.event_id, r]));
   for (const b of acked) {
     b.receipts!.forEach((r, i) => {
