@@ -6,7 +6,7 @@ import { ChainVerifier } from '../core/chain-verifier';
 import { toHex } from '../core/encoding';
 import { serviceEventSchema, type TraceEvent } from '../core/event';
 import { jcs } from '../core/jcs';
-import { emptyRoot, frontierRefs, nodeKey, rootFromRefs, type StoredNode } from '../core/merkle';
+import { emptyRoot, frontierRefs, nodeKey, rootFromRefs, type NodeRef, type StoredNode } from '../core/merkle';
 import { batchId, eventDigest, LEDGER_KID, type LedgerRecord } from '../core/record';
 import { MetricsService } from '../metrics/metrics.service';
 import type { AppConfig } from '../runtime/runtime';
@@ -43,6 +43,7 @@ const VERIFY_PAGE = 2000;
 @Injectable()
 export class LedgerService {
   readonly sequencer: Sequencer;
+  private readonly listeners: ((tenant: string) => void)[] = [];
 
   constructor(
     private readonly repo: LedgerRepository,
@@ -52,8 +53,9 @@ export class LedgerService {
     this.sequencer = new Sequencer(
       {
         commit: (tenant, batches) => this.repo.appendGroup(tenant, batches),
-        onCommitted: (_t, events, _b, seconds) => {
+        onCommitted: (tenant, events, _b, seconds) => {
           this.metrics.ingestedEvents.inc(events);
+          if (events > 0) for (const l of this.listeners) l(tenant);
           this.metrics.commitDuration.observe(seconds);
           this.metrics.groupSize.observe(events);
         },
@@ -98,6 +100,25 @@ export class LedgerService {
       return { event, body, digest: eventDigest(body) };
     });
     return this.sequencer.submit({ tenant, kid: LEDGER_KID, jws, batch: batchId(jws), events: prepared, inTransaction });
+  }
+
+  /**
+   * Calls `listener(tenant)` after every commit that appended entries (the
+   * checkpointer and the policy evaluator wake up on it). Listeners must not
+   * throw and must return quickly; the ledger itself is the source of truth.
+   */
+  onAppended(listener: (tenant: string) => void): void {
+    this.listeners.push(listener);
+  }
+
+  /** Hashes of complete Merkle nodes (level 0 = leaf hashes) by `nodeKey`; throws if one is missing. */
+  nodes(tenant: string, refs: readonly NodeRef[]): Promise<Map<string, Buffer>> {
+    return this.repo.nodes(this.repo.dataSource, tenant, refs);
+  }
+
+  /** Number of entries in the tenant's ledger. */
+  async size(tenant: string): Promise<number> {
+    return (await this.repo.head(tenant)).size;
   }
 
   async head(tenant: string): Promise<{ tree_size: number; chain_hash: string; root_hash: string }> {
