@@ -12,6 +12,7 @@ import { IngestModule } from './ingest/ingest.module';
 import { KeysModule } from './keys/keys.module';
 import { LedgerModule } from './ledger/ledger.module';
 import { MetricsModule } from './metrics/metrics.module';
+import { PolicyModule } from './policy/policy.module';
 import type { AppConfig } from './runtime/runtime';
 import { APP_CONFIG } from './runtime/tokens';
 
@@ -62,6 +63,7 @@ export class AppModule {
         LedgerModule,
         KeysModule,
         IngestModule,
+        PolicyModule,
         HealthModule,
       ],
       providers: [

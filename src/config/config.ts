@@ -39,6 +39,11 @@ export const envSchema = z
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     LOG_FORMAT: z.enum(['json', 'pretty']).optional(),
     INGEST_MAX_GROUP_EVENTS: int(1, 100_000).default(5000),
+    POLICIES_DIR: z.string().min(1).default('policies'),
+    POLICY_EVALUATOR: bool.optional(),
+    POLICY_POLL_MS: int(100, 3_600_000).default(5000),
+    POLICY_PAGE_SIZE: int(1, 10_000).default(1000),
+    POLICY_MAX_SCOPES: int(2, 10_000_000).default(10_000),
   })
   .superRefine((env, ctx) => {
     if (env.AUTH_JWKS_URL && (!env.AUTH_ISSUER || !env.AUTH_AUDIENCE)) {

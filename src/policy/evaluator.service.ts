@@ -1,0 +1,361 @@
+import { randomUUID } from 'node:crypto';
+import { Inject, Injectable, Logger, type OnApplicationBootstrap, type OnModuleDestroy } from '@nestjs/common';
+import {
+  parseScopeKey,
+  PolicyEngine,
+  type LedgerEventForPolicy,
+  type ScopeKey,
+  type Violation,
+} from '../core/policy';
+import { LedgerService, type ServiceEvent } from '../ledger/ledger.service';
+import type { AppConfig } from '../runtime/runtime';
+import { APP_CONFIG } from '../runtime/tokens';
+import { PolicySetStore, type LoadedPolicySet } from './policy-set.store';
+import { PolicyRepository, type PageRow } from './policy.repository';
+import { ViolationSinks, type ViolationRecord } from './violation-sink';
+
+/** A violation found, with the span of the offending event (the violation entry nests under it). */
+interface Found {
+  violation: Violation;
+  spanId: string;
+}
+
+interface TenantEngine {
+  engine: PolicyEngine;
+  hash: string;
+  /** The cursor this engine's state corresponds to; any other cursor means start over. */
+  seq: number;
+}
+
+export interface RetroResult {
+  policy_set_hash: string;
+  from_seq: number;
+  to_seq: number;
+  evaluated: number;
+  violations: ViolationRecord[];
+}
+
+const MAX_SEQ = Number.MAX_SAFE_INTEGER;
+/** Most violation entries written in one ledger batch by retro-evaluation. */
+const RETRO_CHUNK = 500;
+
+/**
+ * The policy evaluator (DESIGN.md §6). Per tenant, it walks the ledger in seq
+ * order from a stored cursor, one page at a time, and commits the violations
+ * it finds (ledger entries, rows, sink outbox rows) together with the cursor
+ * advance in one transaction: each violation exactly once, across crashes and
+ * processes. Engine state lives in memory and is rebuilt from the ledger
+ * (replay of a scope's earlier events) whenever it is missing or stale.
+ *
+ * Concurrency: one walk per tenant in this process (a running flag), one
+ * across processes (a session advisory lock `agent-ledger-policy:<tenant>`,
+ * taken on its own connection with pg_try_advisory_lock, so it never waits
+ * while holding the ledger's own transaction lock), and the cursor update is
+ * guarded by the seq it moves from.
+ */
+@Injectable()
+export class EvaluatorService implements OnApplicationBootstrap, OnModuleDestroy {
+  private readonly logger = new Logger('PolicyEvaluator');
+  private readonly engines = new Map<string, TenantEngine>();
+  private readonly running = new Map<string, Promise<void>>();
+  private readonly again = new Set<string>();
+  private timer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  readonly enabled: boolean;
+
+  constructor(
+    private readonly repo: PolicyRepository,
+    private readonly ledger: LedgerService,
+    private readonly store: PolicySetStore,
+    private readonly sinks: ViolationSinks,
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
+  ) {
+    this.enabled = config.env.POLICY_EVALUATOR ?? config.env.NODE_ENV !== 'test';
+  }
+
+  onApplicationBootstrap(): void {
+    if (!this.enabled) return;
+    this.ledger.onAppended((tenant) => this.wake(tenant));
+    this.store.onLoaded(() => {
+      this.engines.clear();
+      void this.poll();
+    });
+    this.timer = setInterval(() => void this.poll(), this.config.env.POLICY_POLL_MS);
+    this.timer.unref();
+    void this.poll();
+  }
+
+  async onModuleDestroy(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    await Promise.allSettled([...this.running.values()]);
+  }
+
+  /** Evaluates the tenant's new entries soon (coalesced: one walk at a time per tenant). */
+  wake(tenant: string): void {
+    if (this.stopped || !this.enabled) return;
+    if (this.running.has(tenant)) {
+      this.again.add(tenant);
+      return;
+    }
+    const run = this.run(tenant)
+      .catch((err: unknown) => {
+        this.engines.delete(tenant);
+        this.logger.error(`policy evaluation of tenant ${tenant} failed (retried on the next wake or poll): ${String((err as Error)?.stack ?? err)}`);
+      })
+      .finally(() => {
+        this.running.delete(tenant);
+        if (this.again.delete(tenant)) this.wake(tenant);
+      });
+    this.running.set(tenant, run);
+  }
+
+  /** Resolves when no walk is running or pending in this process (tests, the benchmark). */
+  async idle(): Promise<void> {
+    while (this.running.size > 0) await Promise.allSettled([...this.running.values()]);
+  }
+
+  private async poll(): Promise<void> {
+    if (this.stopped || !this.store.current) return;
+    try {
+      for (const tenant of await this.repo.tenantsBehind()) this.wake(tenant);
+    } catch (err) {
+      if (!this.stopped) this.logger.warn(`policy poll failed: ${String(err)}`);
+    }
+  }
+
+  /** Runs `fn` holding the tenant's evaluation lock; with `wait` false, skips (returns undefined) when another holds it. */
+  private async withLock<T>(tenant: string, wait: boolean, fn: () => Promise<T>): Promise<T | undefined> {
+    const session = await this.repo.session();
+    const key = `agent-ledger-policy:${tenant}`;
+    try {
+      if (wait) {
+        await session.query(`SELECT pg_advisory_lock(hashtextextended($1, 0))`, [key]);
+      } else {
+        const [{ locked }] = (await session.query(`SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS locked`, [key])) as {
+          locked: boolean;
+        }[];
+        if (!locked) return undefined;
+      }
+      try {
+        return await fn();
+      } finally {
+        await session.query(`SELECT pg_advisory_unlock(hashtextextended($1, 0))`, [key]);
+      }
+    } finally {
+      await session.release();
+    }
+  }
+
+  /** Walks the tenant's ledger from its cursor to the head, page by page. */
+  private async run(tenant: string): Promise<void> {
+    const loaded = this.store.current;
+    if (!loaded) return;
+    // When another process holds the lock it walks these entries; the poll covers a lock released meanwhile.
+    await this.withLock(tenant, false, () => this.walk(tenant, loaded));
+  }
+
+  private async walk(tenant: string, loaded: LoadedPolicySet): Promise<true> {
+    const pageSize = this.config.env.POLICY_PAGE_SIZE;
+    while (!this.stopped && this.store.current === loaded) {
+      const cursor = await this.repo.cursor(tenant);
+      let state = this.engines.get(tenant);
+      if (!state || state.hash !== loaded.set.hash || state.seq !== cursor.seq) {
+        state = { engine: this.newEngine(loaded), hash: loaded.set.hash, seq: cursor.seq };
+        this.engines.set(tenant, state);
+      }
+      const page = await this.repo.page(tenant, cursor.seq, MAX_SEQ, pageSize);
+      const announce = cursor.policySetHash !== loaded.set.hash;
+      if (!page.length && !announce) return true;
+      const to = page.length ? page[page.length - 1].seq : cursor.seq;
+      try {
+        const found = await this.evaluatePage(tenant, state.engine, page, cursor.seq);
+        this.reportCelErrors(tenant, state.engine);
+        if (found.length || announce) {
+          const ids = found.map(() => randomUUID());
+          const events: ServiceEvent[] = [
+            ...(announce ? [setLoadedEvent(loaded)] : []),
+            ...found.map((f, i) => violationEvent(f, ids[i], false)),
+          ];
+          await this.ledger.appendServiceEvents(tenant, events, async (tx, receipts) => {
+            const offset = announce ? 1 : 0;
+            const records = found.map((f, i) => toRecord(tenant, f.violation, ids[i], receipts[i + offset].seq, false));
+            await this.repo.insertViolations(tx, records);
+            await this.repo.advance(tx, tenant, cursor.seq, to, loaded.set.hash);
+            await this.sinks.deliver(tx, records);
+          });
+        } else {
+          await this.repo.advance(this.repo.dataSource.manager, tenant, cursor.seq, to);
+        }
+      } catch (err) {
+        this.engines.delete(tenant);
+        throw err;
+      }
+      state.seq = to;
+      if (page.length < pageSize) return true;
+    }
+    return true;
+  }
+
+  private newEngine(loaded: LoadedPolicySet): PolicyEngine {
+    return new PolicyEngine(loaded.set, { maxScopes: this.config.env.POLICY_MAX_SCOPES });
+  }
+
+  private reportCelErrors(tenant: string, engine: PolicyEngine): void {
+    const errors = engine.takeErrors();
+    if (!errors.length) return;
+    const first = errors[0];
+    this.logger.warn(
+      `tenant ${tenant}: ${errors.length} CEL evaluation error(s) counted as no match, first: rule ${first.ruleId} at seq ${first.seq} (${first.expression}): ${first.message}`,
+    );
+  }
+
+  /**
+   * Evaluates one page with `engine`, whose state covers every entry up to
+   * `afterSeq`, or is rebuilt here: before an event, each of its scopes the
+   * engine does not hold is replayed from the scope's earlier events (from
+   * the database up to `afterSeq`, then from this page). One query finds
+   * which scopes have earlier events at all, so a new run costs no query.
+   */
+  private async evaluatePage(tenant: string, engine: PolicyEngine, page: PageRow[], afterSeq: number): Promise<Found[]> {
+    const events = page.map((p) => p.event).filter((e): e is LedgerEventForPolicy => e !== null);
+    const byKey = new Map<ScopeKey, LedgerEventForPolicy[]>();
+    const notHeld = { trace: new Set<string>(), session: new Set<string>() };
+    for (const e of events) {
+      for (const key of engine.scopeKeys(e)) {
+        let list = byKey.get(key);
+        if (!list) byKey.set(key, (list = []));
+        list.push(e);
+        if (!engine.hasScope(key)) {
+          const { scope, id } = parseScopeKey(key);
+          notHeld[scope].add(id);
+        }
+      }
+    }
+    const [tracesBefore, sessionsBefore] = await Promise.all([
+      this.repo.scopesWithEventsUpTo(tenant, 'trace_id', [...notHeld.trace], afterSeq),
+      this.repo.scopesWithEventsUpTo(tenant, 'session_id', [...notHeld.session], afterSeq),
+    ]);
+    const found: Found[] = [];
+    for (const e of events) {
+      for (const key of engine.missingScopes(e)) {
+        const { scope, id } = parseScopeKey(key);
+        const earlier = (scope === 'trace' ? tracesBefore : sessionsBefore).has(id)
+          ? await this.repo.scopeEvents(tenant, scope === 'trace' ? 'trace_id' : 'session_id', id, afterSeq)
+          : [];
+        for (const x of earlier) engine.replay(x, [key]);
+        for (const x of byKey.get(key) ?? []) {
+          if (x.seq >= e.seq) break;
+          engine.replay(x, [key]);
+        }
+      }
+      for (const violation of engine.evaluate(e)) found.push({ violation, spanId: e.span_id });
+    }
+    return found;
+  }
+
+  /**
+   * Retro-evaluation: runs the current set over [fromSeq, toSeq] (clamped to
+   * what the live evaluator has covered) with a fresh engine, and records,
+   * marked retro, the violations no existing violation names (same rule and
+   * offending seq). Holds the tenant's evaluation lock, so it never races the
+   * live walk nor another retro run.
+   */
+  async retro(tenant: string, loaded: LoadedPolicySet, fromSeq: number, toSeq: number): Promise<RetroResult> {
+    const result = await this.withLock(tenant, true, async () => {
+      const cursor = await this.repo.cursor(tenant);
+      const to = Math.min(toSeq, cursor.seq);
+      const out: RetroResult = { policy_set_hash: loaded.set.hash, from_seq: fromSeq, to_seq: to, evaluated: 0, violations: [] };
+      if (fromSeq > to) return out;
+      const engine = this.newEngine(loaded);
+      const missed: Found[] = [];
+      let after = fromSeq - 1;
+      while (after < to) {
+        const page = await this.repo.page(tenant, after, to, this.config.env.POLICY_PAGE_SIZE);
+        if (!page.length) break;
+        const found = await this.evaluatePage(tenant, engine, page, after);
+        out.evaluated += page.filter((p) => p.event !== null).length;
+        const existing = await this.repo.existingViolationKeys(tenant, [...new Set(found.map((f) => f.violation.seq))]);
+        missed.push(...found.filter((f) => !existing.has(`${f.violation.ruleId}@${f.violation.seq}`)));
+        after = page[page.length - 1].seq;
+      }
+      this.reportCelErrors(tenant, engine);
+      for (let i = 0; i < missed.length; i += RETRO_CHUNK) {
+        const chunk = missed.slice(i, i + RETRO_CHUNK);
+        const ids = chunk.map(() => randomUUID());
+        let written: ViolationRecord[] = [];
+        await this.ledger.appendServiceEvents(
+          tenant,
+          chunk.map((f, j) => violationEvent(f, ids[j], true)),
+          async (tx, receipts) => {
+            const records = chunk.map((f, j) => toRecord(tenant, f.violation, ids[j], receipts[j].seq, true));
+            await this.repo.insertViolations(tx, records);
+            await this.sinks.deliver(tx, records);
+            written = records;
+          },
+        );
+        out.violations.push(...written);
+      }
+      return out;
+    });
+    return result!;
+  }
+}
+
+function setLoadedEvent(loaded: LoadedPolicySet): ServiceEvent {
+  return {
+    type: 'policy.set_loaded',
+    name: loaded.set.hash,
+    attributes: {
+      policy_set_hash: loaded.set.hash,
+      content_digest: loaded.contentDigest,
+      rules: loaded.set.rules.map((r) => r.id),
+      files: [...loaded.set.files],
+    },
+  };
+}
+
+function violationEvent(f: Found, id: string, retro: boolean): ServiceEvent {
+  const v = f.violation;
+  return {
+    type: 'policy.violation',
+    name: v.ruleId,
+    trace_id: v.traceId,
+    session_id: v.sessionId,
+    parent_span_id: f.spanId,
+    attributes: {
+      violation_id: id,
+      rule: v.ruleId,
+      severity: v.severity,
+      kind: v.kind,
+      scope: v.scope,
+      policy_set_hash: v.policySetHash,
+      seq: v.seq,
+      related_seqs: [...v.relatedSeqs],
+      agent: v.agent,
+      message: v.message,
+      retro,
+    },
+  };
+}
+
+function toRecord(tenant: string, v: Violation, id: string, ledgerSeq: number, retro: boolean): ViolationRecord {
+  return {
+    id,
+    tenant,
+    rule_id: v.ruleId,
+    severity: v.severity,
+    kind: v.kind,
+    policy_set_hash: v.policySetHash,
+    seq: v.seq,
+    related_seqs: [...v.relatedSeqs],
+    trace_id: v.traceId,
+    session_id: v.sessionId,
+    agent: v.agent,
+    message: v.message,
+    retro,
+    ledger_seq: ledgerSeq,
+    created_at: new Date().toISOString(),
+  };
+}
