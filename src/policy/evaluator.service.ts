@@ -78,7 +78,7 @@ export class EvaluatorService implements OnApplicationBootstrap, OnModuleDestroy
     this.ledger.onAppended((tenant) => this.wake(tenant));
     this.store.onLoaded(() => {
       this.engines.clear();
-      void this.poll();
+      void this.poll(true);
     });
     this.timer = setInterval(() => void this.poll(), this.config.env.POLICY_POLL_MS);
     this.timer.unref();
@@ -116,10 +116,13 @@ export class EvaluatorService implements OnApplicationBootstrap, OnModuleDestroy
     while (this.running.size > 0) await Promise.allSettled([...this.running.values()]);
   }
 
-  private async poll(): Promise<void> {
+  /** Wakes the tenants with unevaluated entries; with `all`, every tenant seen (to record a new set). */
+  private async poll(all = false): Promise<void> {
     if (this.stopped || !this.store.current) return;
     try {
-      for (const tenant of await this.repo.tenantsBehind()) this.wake(tenant);
+      const tenants = new Set(await this.repo.tenantsBehind());
+      if (all) for (const t of await this.repo.knownTenants()) tenants.add(t);
+      for (const tenant of tenants) this.wake(tenant);
     } catch (err) {
       if (!this.stopped) this.logger.warn(`policy poll failed: ${String(err)}`);
     }

@@ -98,6 +98,12 @@ export class PolicyRepository {
     if (!rows.length) throw new Error(`policy cursor of tenant ${tenant} moved away from ${from}`);
   }
 
+  /** Tenants the evaluator has seen (a reload announces the new set to each). */
+  async knownTenants(): Promise<string[]> {
+    const rows: { tenant_id: string }[] = await this.ds.query(`SELECT tenant_id FROM policy_cursors`);
+    return rows.map((r) => r.tenant_id);
+  }
+
   /** Tenants with ledger entries past their cursor (skip scan over the ledger's primary key). */
   async tenantsBehind(): Promise<string[]> {
     const rows: { tenant_id: string }[] = await this.ds.query(`

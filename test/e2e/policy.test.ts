@@ -428,6 +428,14 @@ describe('policies and violations', () => {
     assert.notEqual(reloaded.body.policy_set_hash, firstHash);
     assert.equal(reloaded.body.rules.length, 7);
     const newHash = reloaded.body.policy_set_hash;
+    // the new set is recorded in each tenant's ledger right away, not only with the next event
+    for (const [token, tenant] of [[reader, 'acme'], [otherReader, 'globex']] as const) {
+      const deadline = Date.now() + 10_000;
+      while (!(await records(token)).some((x) => x.type === 'policy.set_loaded' && x.name === newHash)) {
+        assert.ok(Date.now() < deadline, `no policy.set_loaded for ${newHash} in ${tenant}`);
+        await new Promise((res) => setTimeout(res, 50));
+      }
+    }
 
     // a new event under the new set is live; the old one only by retro-evaluation
     const [liveSeq] = await send([r.ev('tool.call', 'search_kb', { q: 'again' })]);
@@ -463,6 +471,26 @@ describe('policies and violations', () => {
     assert.equal(again.status, 200, again.text);
     assert.deepEqual(again.body.violations, [], 'a second run finds nothing new');
     rmSync(join(dir, 'zz-kb.yaml'));
+  });
+
+  test('SIGHUP reloads: a bad set is refused and the set in force stays; a good one replaces it', async () => {
+    const current = async () => (await call<{ policy_set_hash: string }>(t.url, 'GET', '/v1/policies', { token: reader })).body.policy_set_hash;
+    const inForce = await current();
+    assert.notEqual(inForce, firstHash);
+    const waitFor = async (want: string) => {
+      const deadline = Date.now() + 5_000;
+      while ((await current()) !== want) {
+        assert.ok(Date.now() < deadline, `the set in force is not ${want}`);
+        await new Promise((res) => setTimeout(res, 25));
+      }
+    };
+    writeFileSync(join(dir, 'zz-bad.yaml'), 'rules: [ { id: oops, kind: forbidden');
+    process.kill(process.pid, 'SIGHUP');
+    await new Promise((res) => setTimeout(res, 300));
+    assert.equal(await current(), inForce, 'a bad file leaves the set in force');
+    rmSync(join(dir, 'zz-bad.yaml'));
+    process.kill(process.pid, 'SIGHUP');
+    await waitFor(firstHash);
   });
 });
 
