@@ -9,6 +9,7 @@ import type { BatchAlgorithm } from '../core/batch';
 import { migrate } from '../database/data-source';
 import { resolveRuntime } from '../runtime/runtime';
 import { ensureLocalSecrets } from '../runtime/secrets';
+import { verifyCli } from './verify-bundle';
 
 /**
  * The package's command line: `agent-ledger <command>`. Output goes to
@@ -31,10 +32,13 @@ commands:
   register-key --key producer-key.json --producer NAME --token TOKEN [--url URL]
   send      --key producer-key.json --token TOKEN [--url URL] [--file events.json] [--agent NAME]
             sign and send a batch: the events of --file (a JSON array), or a small sample run
+  verify    <bundle.json> --key <jwks.json|URL> [--origin ORIGIN]
+            check an evidence bundle offline (exit 1 naming each failing entry and check)
 `;
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
+  if (command === 'verify') return verifyCli(rest, out);
   const { values } = parseArgs({
     args: rest,
     options: {

@@ -1,0 +1,597 @@
+import { createPublicKey, type JsonWebKey, type KeyObject } from 'node:crypto';
+import { compactVerify, decodeProtectedHeader, type JWK } from 'jose';
+import { BATCH_JWS_TYP } from './batch';
+import {
+  BUNDLE_FORMAT,
+  BUNDLE_JWS_TYP,
+  ContentsDigest,
+  matchesFilter,
+  signedPayload,
+  type BundleEntry,
+  type EvidenceBundle,
+  type ExportFilter,
+} from './bundle';
+import { checkpointKeyId, ed25519PublicKeyRaw, parseNote, verifyCheckpoint, type Checkpoint } from './checkpoint';
+import { fromHex } from './encoding';
+import { hashChildren, HASH_SIZE } from './merkle';
+import { batchId, eventDigest, leafHash, LEDGER_KID, recordJcs, type LedgerRecord } from './record';
+
+/**
+ * Offline verification of an evidence bundle (DESIGN.md §8). Trust flows from
+ * the ledger's public key alone:
+ *
+ *   checkpoint signature → inclusion proof of each entry's leaf → record
+ *   (canonical, tenant, seq) → producer keys as registered (each by its own
+ *   `ledger.key_registered` entry, itself proven and signed by the ledger) →
+ *   batch signatures and digest membership → event digests → bodies →
+ *   the ledger's JWS over the manifest and the digest of the contents.
+ *
+ * Every failure names the check and, when it concerns one entry, its seq.
+ * An erased body (null) is reported apart, as "body erased, digest <d>".
+ */
+
+export type BundleCheck =
+  | 'format'
+  | 'checkpoint'
+  | 'signature'
+  | 'contents_digest'
+  | 'count'
+  | 'seq'
+  | 'record'
+  | 'tenant'
+  | 'leaf_hash'
+  | 'inclusion'
+  | 'filter'
+  | 'producer_key'
+  | 'batch'
+  | 'batch_signature'
+  | 'digest_membership'
+  | 'body';
+
+export interface BundleFailure {
+  /** The seq of the entry the failure concerns (for a producer key: its registration entry). */
+  entry?: number;
+  check: BundleCheck;
+  message: string;
+}
+
+export interface BundleSummary {
+  tenant: string;
+  entries: number;
+  traces: number;
+  /** Earliest and latest event `time` among the entries (the producers' strings), null when empty. */
+  from: string | null;
+  to: string | null;
+  checkpointSize: number;
+  filter: ExportFilter | null;
+  exportedBy: string | null;
+  exportedAt: string | null;
+}
+
+export interface BundleResult {
+  ok: boolean;
+  summary: BundleSummary;
+  failures: BundleFailure[];
+  /** Entries whose body was erased: not a failure, their digest still stands. */
+  erased: { entry: number; digest: string; message: string }[];
+}
+
+export interface VerifyBundleOptions {
+  /** Require this checkpoint origin (e.g. `agent-ledger.local/acme`). */
+  origin?: string;
+  /** Require this tenant. */
+  tenant?: string;
+  /** Stop after this many failures (default 1000). */
+  maxFailures?: number;
+}
+
+const RECORD_KEYS = [
+  'agent', 'batch', 'digest', 'id', 'kid', 'name', 'parent_span_id', 'received_at', 'seq', 'session_id',
+  'span_id', 'tenant', 'time', 'trace_id', 'type', 'v',
+].join();
+const NULLABLE = new Set(['name', 'parent_span_id', 'session_id']);
+const BODY_FIELDS = ['id', 'trace_id', 'span_id', 'parent_span_id', 'session_id', 'type', 'name', 'agent', 'time'] as const;
+const ENTRY_KEYS = ['body', 'inclusion_proof', 'leaf_hash', 'record', 'seq'].join();
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+class TooManyFailures extends Error {}
+
+interface BatchState {
+  /** Verified digest list, or why the batch does not verify. */
+  result?: { digests: Set<string> } | { error: string; check: BundleCheck };
+  jws: string;
+}
+
+interface KeyState {
+  key: KeyObject;
+  alg: 'EdDSA' | 'ES256';
+  registeredSeq: number;
+}
+
+export async function verifyBundle(
+  bundle: unknown,
+  ledgerPublicKey: KeyObject | JWK,
+  options: VerifyBundleOptions = {},
+): Promise<BundleResult> {
+  const v = new Verifier(options.maxFailures ?? 1000);
+  try {
+    await v.run(bundle, ledgerPublicKey, options);
+  } catch (err) {
+    if (!(err instanceof TooManyFailures)) throw err;
+  }
+  return v.result();
+}
+
+class Verifier {
+  readonly failures: BundleFailure[] = [];
+  readonly erased: BundleResult['erased'] = [];
+  private summary: BundleSummary = {
+    tenant: '',
+    entries: 0,
+    traces: 0,
+    from: null,
+    to: null,
+    checkpointSize: 0,
+    filter: null,
+    exportedBy: null,
+    exportedAt: null,
+  };
+  private tenant = '';
+  private checkpoint?: Checkpoint;
+  private ledgerKey!: KeyObject;
+  private readonly batches = new Map<string, BatchState>();
+  private readonly keys = new Map<string, KeyState>();
+  private inclusion?: InclusionVerifier;
+
+  constructor(private readonly maxFailures: number) {}
+
+  fail(check: BundleCheck, message: string, entry?: number): void {
+    this.failures.push(entry === undefined ? { check, message } : { entry, check, message });
+    if (this.failures.length >= this.maxFailures) throw new TooManyFailures();
+  }
+
+  result(): BundleResult {
+    return { ok: this.failures.length === 0, summary: this.summary, failures: this.failures, erased: this.erased };
+  }
+
+  async run(input: unknown, ledgerPublicKey: KeyObject | JWK, options: VerifyBundleOptions): Promise<void> {
+    const b = this.shape(input);
+    if (!b) return;
+    try {
+      this.ledgerKey = toPublicKey(ledgerPublicKey);
+      ed25519PublicKeyRaw(this.ledgerKey);
+    } catch (err) {
+      this.fail('signature', `the ledger key is not an Ed25519 public key: ${(err as Error).message}`);
+      return;
+    }
+    const m = b.manifest;
+    this.tenant = m.tenant;
+    this.summary = {
+      ...this.summary,
+      tenant: m.tenant,
+      checkpointSize: m.checkpoint_size,
+      filter: m.filter,
+      exportedBy: m.exported_by,
+      exportedAt: m.exported_at,
+    };
+    if (options.tenant !== undefined && m.tenant !== options.tenant) {
+      this.fail('tenant', `the bundle is for tenant "${m.tenant}", expected "${options.tenant}"`);
+    }
+
+    // 1. The checkpoint, signed by the ledger key.
+    this.verifyCheckpointNote(b.checkpoint, m.checkpoint_size, options.origin);
+
+    // 2. The ledger's signature over the manifest and the digest of the contents.
+    await this.verifyManifestSignature(b);
+    const digest = new ContentsDigest();
+    digest.add('checkpoint', b.checkpoint);
+    for (const e of b.entries) digest.add('entry', e);
+    for (const x of b.batches) digest.add('batch', x);
+    for (const k of b.producer_keys) digest.add('producer_key', k);
+    if (digest.hex() !== b.contents_digest) {
+      this.fail('contents_digest', 'the contents (checkpoint, entries, batches, producer keys) do not hash to the signed contents_digest: something was added, removed, reordered or changed');
+    }
+    if (m.count !== b.entries.length) {
+      this.fail('count', `the manifest says ${m.count} entries, the bundle holds ${b.entries.length}`);
+    }
+
+    // 3. Batches by id (their signatures are checked when an entry needs them, with the key its record names).
+    for (const x of b.batches) {
+      const existing = this.batches.get(x.batch);
+      if (existing && existing.jws !== x.jws) this.fail('batch', `batch ${x.batch} appears twice with different JWSs`);
+      else if (batchId(x.jws) !== x.batch) this.fail('batch', `the JWS of batch ${x.batch} does not hash to its id`);
+      else this.batches.set(x.batch, { jws: x.jws });
+    }
+
+    // 4. Producer keys, each proven by its registration entry.
+    const root = this.checkpoint?.rootHash;
+    const size = this.checkpoint?.size ?? m.checkpoint_size;
+    if (root) this.inclusion = new InclusionVerifier(size, root);
+    for (const k of b.producer_keys) await this.verifyProducerKey(k);
+
+    // 5. The entries.
+    const traces = new Set<string>();
+    let prevSeq = 0;
+    let from: { t: number; s: string } | null = null;
+    let to: { t: number; s: string } | null = null;
+    for (const e of b.entries) {
+      if (e.seq <= prevSeq) this.fail('seq', `entry ${e.seq} comes after entry ${prevSeq}: entries must be in ascending seq order without repeats`, e.seq);
+      prevSeq = Math.max(prevSeq, e.seq);
+      const { rec, ok } = await this.verifyEntry(e, true);
+      if (rec && !matchesFilter(rec, m.filter)) this.fail('filter', `the entry does not match the export filter ${JSON.stringify(m.filter)}`, e.seq);
+      if (!rec || !ok) continue;
+      traces.add(rec.trace_id);
+      const t = Date.parse(rec.time);
+      if (!from || t < from.t) from = { t, s: rec.time };
+      if (!to || t > to.t) to = { t, s: rec.time };
+    }
+    this.summary = { ...this.summary, entries: b.entries.length, traces: traces.size, from: from?.s ?? null, to: to?.s ?? null };
+  }
+
+  /** Structure, before anything is trusted. Returns the bundle when it can be checked at all. */
+  private shape(input: unknown): EvidenceBundle | undefined {
+    const bad = (why: string) => {
+      this.fail('format', why);
+      return undefined;
+    };
+    if (!isObject(input)) return bad('the bundle is not a JSON object');
+    const b = input as Record<string, unknown>;
+    if (b.format !== BUNDLE_FORMAT) return bad(`format is ${JSON.stringify(b.format)}, expected "${BUNDLE_FORMAT}"`);
+    for (const k of ['checkpoint', 'contents_digest', 'signature'] as const) {
+      if (typeof b[k] !== 'string') return bad(`${k} must be a string`);
+    }
+    for (const k of ['entries', 'batches', 'producer_keys'] as const) {
+      if (!Array.isArray(b[k])) return bad(`${k} must be an array`);
+    }
+    const m = b.manifest;
+    if (!isObject(m)) return bad('manifest must be an object');
+    const mm = m as Record<string, unknown>;
+    if (mm.format !== BUNDLE_FORMAT) return bad(`manifest.format must be "${BUNDLE_FORMAT}"`);
+    if (typeof mm.tenant !== 'string' || typeof mm.exported_by !== 'string' || typeof mm.exported_at !== 'string') {
+      return bad('manifest.tenant, exported_by and exported_at must be strings');
+    }
+    if (!isCount(mm.count) || !isCount(mm.checkpoint_size)) return bad('manifest.count and checkpoint_size must be non-negative integers');
+    if (!isFilter(mm.filter)) return bad('manifest.filter must be {trace_id}, {session_id} or {agent?, from?, to?}');
+    const entries = b.entries as unknown[];
+    const entryOk = (e: unknown): e is BundleEntry =>
+      isObject(e) &&
+      Object.keys(e).sort().join() === ENTRY_KEYS &&
+      isCount((e as BundleEntry).seq) &&
+      typeof (e as BundleEntry).record === 'string' &&
+      ((e as BundleEntry).body === null || typeof (e as BundleEntry).body === 'string') &&
+      typeof (e as BundleEntry).leaf_hash === 'string' &&
+      Array.isArray((e as BundleEntry).inclusion_proof) &&
+      (e as BundleEntry).inclusion_proof.every((p) => typeof p === 'string');
+    const badEntry = entries.findIndex((e) => !entryOk(e));
+    if (badEntry >= 0) {
+      const seq = isObject(entries[badEntry]) && isCount((entries[badEntry] as BundleEntry).seq) ? (entries[badEntry] as BundleEntry).seq : undefined;
+      this.fail('format', `entries[${badEntry}] must have exactly seq, record, body (string or null), leaf_hash and inclusion_proof (strings)`, seq);
+      return undefined;
+    }
+    const badBatch = (b.batches as unknown[]).findIndex(
+      (x) => !isObject(x) || typeof (x as Record<string, unknown>).batch !== 'string' || typeof (x as Record<string, unknown>).jws !== 'string' || Object.keys(x).length !== 2,
+    );
+    if (badBatch >= 0) return bad(`batches[${badBatch}] must be {batch, jws}`);
+    const badKey = (b.producer_keys as unknown[]).findIndex((k) => {
+      if (!isObject(k)) return true;
+      const kk = k as Record<string, unknown>;
+      return typeof kk.kid !== 'string' || (kk.alg !== 'EdDSA' && kk.alg !== 'ES256') || !isObject(kk.jwk) || !entryOk(kk.registration) || Object.keys(kk).length !== 4;
+    });
+    if (badKey >= 0) return bad(`producer_keys[${badKey}] must be {kid, alg, jwk, registration: <entry>}`);
+    return input as EvidenceBundle;
+  }
+
+  private verifyCheckpointNote(note: string, size: number, origin: string | undefined): void {
+    let name: string | undefined;
+    try {
+      const raw = ed25519PublicKeyRaw(this.ledgerKey);
+      // The ledger signs as `<origin prefix>`; find its line by key id, whatever the name.
+      name = parseNote(note).signatures.find((s) => s.keyId.equals(checkpointKeyId(s.name, raw)))?.name;
+      if (name === undefined) {
+        this.fail('checkpoint', 'the checkpoint carries no signature by the ledger key');
+        return;
+      }
+      this.checkpoint = verifyCheckpoint(note, name, this.ledgerKey, origin !== undefined ? { origin } : {});
+    } catch (err) {
+      this.fail('checkpoint', `the checkpoint does not verify: ${(err as Error).message}`);
+      return;
+    }
+    const cp = this.checkpoint;
+    if (!cp.origin.endsWith(`/${this.tenant}`)) {
+      this.fail('checkpoint', `the checkpoint origin "${cp.origin}" is not this tenant's log (…/${this.tenant})`);
+    }
+    if (cp.size !== size) this.fail('checkpoint', `the checkpoint has tree size ${cp.size}, the manifest says ${size}`);
+  }
+
+  private async verifyManifestSignature(b: EvidenceBundle): Promise<void> {
+    try {
+      const header = decodeProtectedHeader(b.signature);
+      if (header.typ !== BUNDLE_JWS_TYP) {
+        this.fail('signature', `the manifest signature's typ is ${JSON.stringify(header.typ)}, expected "${BUNDLE_JWS_TYP}"`);
+        return;
+      }
+      const { payload } = await compactVerify(b.signature, this.ledgerKey, { algorithms: ['EdDSA'] });
+      if (Buffer.from(payload).toString('utf8') !== signedPayload(b.manifest, b.contents_digest)) {
+        this.fail('signature', "the ledger's signature covers another manifest or contents digest than the bundle's");
+      }
+    } catch (err) {
+      this.fail('signature', `the ledger's signature over the manifest does not verify: ${(err as Error).message}`);
+    }
+  }
+
+  private async verifyProducerKey(k: EvidenceBundle['producer_keys'][number]): Promise<void> {
+    const seq = k.registration.seq;
+    const { rec, ok } = await this.verifyEntry(k.registration, false);
+    if (!rec || !ok) {
+      this.fail('producer_key', `key "${k.kid}": its registration entry does not verify`, seq);
+      return;
+    }
+    const bad = (why: string) => this.fail('producer_key', `key "${k.kid}": ${why}`, seq);
+    if (rec.type !== 'ledger.key_registered' || rec.kid !== LEDGER_KID || rec.name !== k.kid) {
+      return bad(`entry ${seq} is not the ledger's registration of this kid (type ${rec.type}, name ${String(rec.name)})`);
+    }
+    if (k.registration.body === null) return bad('the body of its registration entry was erased: the key cannot be proven');
+    let attrs: Record<string, unknown>;
+    try {
+      attrs = (JSON.parse(k.registration.body) as { attributes: Record<string, unknown> }).attributes;
+    } catch {
+      return bad('the registration body is not JSON');
+    }
+    const registered = isObject(attrs?.jwk) ? (attrs.jwk as Record<string, unknown>) : undefined;
+    if (!registered || attrs.kid !== k.kid) return bad('the registration entry does not register this kid');
+    if (attrs.alg !== k.alg) return bad(`registered with alg ${String(attrs.alg)}, the bundle says ${k.alg}`);
+    for (const member of ['kty', 'crv', 'x', 'y']) {
+      if (registered[member] !== k.jwk[member]) return bad(`the bundle's JWK differs from the registered one (${member})`);
+    }
+    let key: KeyObject;
+    try {
+      key = createPublicKey({ key: registered as JsonWebKey, format: 'jwk' });
+    } catch {
+      return bad('the registered JWK is not a valid public key');
+    }
+    if (this.keys.has(k.kid)) return bad('the kid is listed twice');
+    this.keys.set(k.kid, { key, alg: k.alg, registeredSeq: seq });
+  }
+
+  /**
+   * Checks one entry: leaf hash and inclusion, record, batch signature and
+   * membership, body. Returns the parsed record (when it parses) and whether
+   * every check passed.
+   */
+  private async verifyEntry(e: BundleEntry, ordered: boolean): Promise<{ rec?: LedgerRecord; ok: boolean }> {
+    const seq = e.seq;
+    const failuresBefore = this.failures.length;
+    // Leaf and inclusion: the record's bytes are in the checkpointed tree.
+    const leaf = leafHash(e.record);
+    if (e.leaf_hash !== leaf.toString('hex')) this.fail('leaf_hash', 'leaf_hash is not H(0x00 || record)', seq);
+    if (this.checkpoint && this.inclusion) {
+      const proof = decodeProof(e.inclusion_proof);
+      if (seq < 1 || seq > this.checkpoint.size) {
+        this.fail('inclusion', `seq ${seq} is outside the checkpoint's tree of ${this.checkpoint.size} entries`, seq);
+      } else if (!proof || !this.inclusion.verify(leaf, seq - 1, proof, ordered)) {
+        this.fail('inclusion', `the inclusion proof does not lead from the record's leaf to the checkpoint root (tree size ${this.checkpoint.size})`, seq);
+      }
+    }
+    // Record: canonical v1 record of this tenant and seq.
+    const rec = this.parseRecord(e);
+    if (!rec) return { ok: false };
+    // Batch signature and membership, with the key the record names.
+    await this.verifyBatch(rec, seq);
+    // Body: hashes to the digest and agrees with the record; null = erased.
+    if (e.body === null) {
+      this.erased.push({ entry: seq, digest: rec.digest, message: `body erased, digest ${rec.digest}` });
+    } else if (eventDigest(e.body) !== rec.digest) {
+      this.fail('body', "the body does not hash to the record's digest", seq);
+    } else {
+      let body: Record<string, unknown> | undefined;
+      try {
+        body = JSON.parse(e.body) as Record<string, unknown>;
+      } catch {
+        this.fail('body', 'the body is not JSON', seq);
+      }
+      if (body) {
+        const differs = BODY_FIELDS.find((k) => (body[k] ?? null) !== rec[k]);
+        if (differs) this.fail('body', `the body's ${differs} differs from the record's`, seq);
+      }
+    }
+    return { rec, ok: this.failures.length === failuresBefore };
+  }
+
+  private parseRecord(e: BundleEntry): LedgerRecord | undefined {
+    const seq = e.seq;
+    let rec: LedgerRecord;
+    try {
+      rec = JSON.parse(e.record) as LedgerRecord;
+    } catch {
+      this.fail('record', 'the record is not JSON', seq);
+      return undefined;
+    }
+    if (!isObject(rec) || Object.keys(rec).sort().join() !== RECORD_KEYS) {
+      this.fail('record', 'the record does not have exactly the v1 fields', seq);
+      return undefined;
+    }
+    const r = rec as unknown as Record<string, unknown>;
+    const typesOk = Object.entries(r).every(([k, val]) =>
+      k === 'seq' || k === 'v' ? true : typeof val === 'string' ? !LONE_SURROGATE.test(val) : val === null && NULLABLE.has(k),
+    );
+    if (!typesOk || rec.v !== 1 || !Number.isSafeInteger(rec.seq)) {
+      this.fail('record', 'the record has a field of the wrong type or an unknown version', seq);
+      return undefined;
+    }
+    if (recordJcs(rec) !== e.record) {
+      this.fail('record', 'the record text is not its canonical (RFC 8785) form', seq);
+      return undefined;
+    }
+    if (rec.tenant !== this.tenant) {
+      this.fail('tenant', `the record belongs to tenant "${rec.tenant}", the bundle to "${this.tenant}"`, seq);
+      return undefined;
+    }
+    if (rec.seq !== seq) {
+      this.fail('record', `the record says seq ${rec.seq}`, seq);
+      return undefined;
+    }
+    return rec;
+  }
+
+  private async verifyBatch(rec: LedgerRecord, seq: number): Promise<void> {
+    const state = this.batches.get(rec.batch);
+    if (!state) {
+      this.fail('batch', `the batch ${rec.batch} that carried this event is not in the bundle`, seq);
+      return;
+    }
+    let signer: { key: KeyObject; alg: 'EdDSA' | 'ES256'; headerKid?: string } | undefined;
+    if (rec.kid === LEDGER_KID) signer = { key: this.ledgerKey, alg: 'EdDSA' };
+    else {
+      const k = this.keys.get(rec.kid);
+      if (!k) {
+        this.fail('producer_key', `no proven registration of producer key "${rec.kid}" in the bundle`, seq);
+        return;
+      }
+      if (k.registeredSeq >= seq) {
+        this.fail('producer_key', `key "${rec.kid}" was registered at seq ${k.registeredSeq}, after this entry`, seq);
+        return;
+      }
+      signer = { ...k, headerKid: rec.kid };
+    }
+    state.result ??= await verifyBatchJws(state.jws, signer.key, signer.alg, signer.headerKid);
+    const r = state.result;
+    if ('error' in r) this.fail(r.check, `batch ${rec.batch}: ${r.error}`, seq);
+    else if (!r.digests.has(rec.digest)) this.fail('digest_membership', `the record's digest is not in the signed digest list of batch ${rec.batch}`, seq);
+  }
+}
+
+async function verifyBatchJws(
+  jws: string,
+  key: KeyObject,
+  alg: 'EdDSA' | 'ES256',
+  headerKid: string | undefined,
+): Promise<NonNullable<BatchState['result']>> {
+  try {
+    const h = decodeProtectedHeader(jws);
+    if (h.typ !== BATCH_JWS_TYP) return { check: 'batch_signature', error: `the JWS typ is ${JSON.stringify(h.typ)}, expected "${BATCH_JWS_TYP}"` };
+    if (h.alg !== alg) return { check: 'batch_signature', error: `signed with ${String(h.alg)}, the key is registered for ${alg}` };
+    if (headerKid !== undefined && h.kid !== headerKid) return { check: 'batch_signature', error: `the JWS names key "${String(h.kid)}", the record "${headerKid}"` };
+    const { payload } = await compactVerify(jws, key, { algorithms: [alg] });
+    const parsed = JSON.parse(Buffer.from(payload).toString('utf8')) as { digests?: unknown };
+    if (!Array.isArray(parsed.digests) || !parsed.digests.every((d) => typeof d === 'string')) {
+      return { check: 'batch_signature', error: 'the signed payload has no digest list' };
+    }
+    return { digests: new Set(parsed.digests as string[]) };
+  } catch (err) {
+    return { check: 'batch_signature', error: `the signature does not verify with the registered key (${(err as Error).message})` };
+  }
+}
+
+/**
+ * RFC 9162 §2.1.3.2 inclusion verification that remembers the nodes of the
+ * verified paths: an exported run of consecutive entries shares most of its
+ * path, so each entry costs about one node hash instead of log2(size). A node
+ * and its siblings up to the root are remembered only once its path reached
+ * the trusted root, and an early stop at a remembered node still requires the
+ * rest of the proof to equal the remembered siblings: every proof element is
+ * checked, as with the plain algorithm.
+ */
+export class InclusionVerifier {
+  /** Node [start, end) -> its hash and the end of its parent's range (for pruning). */
+  private readonly known = new Map<string, { hash: Buffer; parentEnd: number }>();
+
+  constructor(
+    private readonly size: number,
+    root: Uint8Array,
+  ) {
+    this.known.set(`0-${size}`, { hash: Buffer.from(root), parentEnd: Infinity });
+  }
+
+  /** `remember`: keep the nodes for the next leaves (pass false for out-of-order one-offs). */
+  verify(leaf: Uint8Array, index: number, proof: readonly Uint8Array[], remember = true): boolean {
+    if (!Number.isSafeInteger(index) || index < 0 || index >= this.size) return false;
+    if (leaf.length !== HASH_SIZE || !proof.every((p) => p.length === HASH_SIZE)) return false;
+    // The path's inner nodes bottom-up: the node [start, end), its split k, and whether the leaf is on the left.
+    const path: { start: number; end: number; k: number; left: boolean }[] = [];
+    let start = 0;
+    let end = this.size;
+    while (end - start > 1) {
+      let k = 1;
+      while (k * 2 < end - start) k *= 2;
+      const left = index < start + k;
+      path.push({ start, end, k, left });
+      if (left) end = start + k;
+      else start += k;
+    }
+    path.reverse();
+    if (proof.length !== path.length) return false;
+    if (path.length === 0) return this.known.get(`0-${this.size}`)!.hash.equals(leaf);
+    const sibling = (n: (typeof path)[number]) => (n.left ? `${n.start + n.k}-${n.end}` : `${n.start}-${n.start + n.k}`);
+    const child = (n: (typeof path)[number]) => (n.left ? `${n.start}-${n.start + n.k}` : `${n.start + n.k}-${n.end}`);
+    const computed: [string, { hash: Buffer; parentEnd: number }][] = [];
+    let r: Buffer = Buffer.from(leaf);
+    for (let i = 0; i < path.length; i++) {
+      const node = path[i];
+      const p = Buffer.from(proof[i]);
+      computed.push([child(node), { hash: r, parentEnd: node.end }], [sibling(node), { hash: p, parentEnd: node.end }]);
+      r = node.left ? hashChildren(r, p) : hashChildren(p, r);
+      const known = this.known.get(`${node.start}-${node.end}`);
+      if (!known) continue;
+      if (!known.hash.equals(r)) return false;
+      // The rest of the proof must be the remembered siblings; if one was forgotten, keep hashing.
+      let rest = true;
+      for (let j = i + 1; j < path.length && rest; j++) {
+        const s = this.known.get(sibling(path[j]));
+        if (!s) rest = false;
+        else if (!s.hash.equals(proof[j])) return false;
+      }
+      if (!rest) continue;
+      if (remember) this.remember(computed, index);
+      return true;
+    }
+    return false; // the root is always known, so the loop ends there
+  }
+
+  private remember(nodes: [string, { hash: Buffer; parentEnd: number }][], index: number): void {
+    if (this.known.size > 4096) {
+      // nodes whose parent lies wholly left of this leaf are never on a later (ascending) path
+      for (const [k, n] of this.known) if (n.parentEnd <= index) this.known.delete(k);
+    }
+    for (const [k, n] of nodes) this.known.set(k, n);
+  }
+}
+
+function decodeProof(hexes: readonly string[]): Buffer[] | undefined {
+  try {
+    return hexes.map((h) => {
+      const b = fromHex(h);
+      if (b.length !== HASH_SIZE) throw new Error('not a hash');
+      return b;
+    });
+  } catch {
+    return undefined;
+  }
+}
+
+function toPublicKey(k: KeyObject | JWK): KeyObject {
+  if (isKeyObject(k)) return k.type === 'private' ? createPublicKey(k) : k;
+  const { d: _d, ...pub } = k;
+  return createPublicKey({ key: pub as JsonWebKey, format: 'jwk' });
+}
+
+function isKeyObject(k: unknown): k is KeyObject {
+  return typeof k === 'object' && k !== null && typeof (k as KeyObject).export === 'function' && 'asymmetricKeyType' in (k as object);
+}
+
+function isObject(x: unknown): x is object {
+  return typeof x === 'object' && x !== null && !Array.isArray(x);
+}
+
+function isCount(x: unknown): x is number {
+  return typeof x === 'number' && Number.isSafeInteger(x) && x >= 0;
+}
+
+function isFilter(f: unknown): f is ExportFilter {
+  if (!isObject(f)) return false;
+  const o = f as Record<string, unknown>;
+  const keys = Object.keys(o).sort().join();
+  if (keys === 'trace_id' || keys === 'session_id') return typeof Object.values(o)[0] === 'string';
+  if (!keys) return false;
+  return Object.entries(o).every(([k, val]) => ['agent', 'from', 'to'].includes(k) && typeof val === 'string');
+}
+

@@ -1,0 +1,173 @@
+import { createHash, type KeyObject } from 'node:crypto';
+import { CompactSign } from 'jose';
+import { toHex } from './encoding';
+import { jcs } from './jcs';
+import type { LedgerRecord } from './record';
+import { leafHash } from './record';
+
+/**
+ * The evidence bundle (DESIGN.md §8, docs/evidence-bundle.md): what a
+ * reviewer downloads from `POST /v1/exports` and checks offline with nothing
+ * but the bundle and the ledger's public key. Pure code: the service writes
+ * bundles with these functions, the verifier and the tests read them.
+ *
+ * The file is one JSON object written one item per line, so the service can
+ * stream it and a reader can split it into lines:
+ *
+ *   {"format":"agent-ledger-evidence/v1",
+ *   "checkpoint":<signed note>,
+ *   "entries":[
+ *   <entry>,            one per line, seq ascending
+ *   ],"batches":[
+ *   <batch>,
+ *   ],"producer_keys":[
+ *   <producer key>,
+ *   ],"manifest":<manifest>,
+ *   "contents_digest":"<hex>",
+ *   "signature":"<JWS>"}
+ *
+ * The manifest comes last because its `count` is known only at the end.
+ */
+
+export const BUNDLE_FORMAT = 'agent-ledger-evidence/v1';
+/** `typ` of the ledger's JWS over the manifest. */
+export const BUNDLE_JWS_TYP = 'evidence-bundle+jws';
+
+/** Which entries were exported: one trace, one session, or agent and/or time range (`from` inclusive, `to` exclusive, on the event's `time`). */
+export type ExportFilter =
+  | { trace_id: string }
+  | { session_id: string }
+  | { agent?: string; from?: string; to?: string };
+
+export interface BundleManifest {
+  format: typeof BUNDLE_FORMAT;
+  tenant: string;
+  filter: ExportFilter;
+  /** `sub` of the token that asked for the export. */
+  exported_by: string;
+  /** RFC 3339 UTC with milliseconds. */
+  exported_at: string;
+  /** Number of entries in `entries`. */
+  count: number;
+  /** Tree size of the checkpoint every inclusion proof leads to. */
+  checkpoint_size: number;
+}
+
+/** One ledger entry with its evidence. */
+export interface BundleEntry {
+  seq: number;
+  /** The exact stored JCS text of the record (DESIGN.md §3). */
+  record: string;
+  /** The event's JCS text, or null when the body was lawfully erased (the record's digest still names it). */
+  body: string | null;
+  /** hex H(0x00 || record). */
+  leaf_hash: string;
+  /** RFC 9162 PATH(seq - 1, D[checkpoint_size]), leaf sibling first, hex. */
+  inclusion_proof: string[];
+}
+
+export interface BundleBatch {
+  /** b64u(H(jws)): the `batch` of the records it carried. */
+  batch: string;
+  /** The producer's (or the ledger's) JWS; its payload is the batch's digest list, never other events' bodies. */
+  jws: string;
+}
+
+export interface BundleProducerKey {
+  kid: string;
+  alg: 'EdDSA' | 'ES256';
+  /** The public JWK as registered. */
+  jwk: Record<string, unknown>;
+  /** The `ledger.key_registered` entry that registered it, with its body (its batch is in `batches`). */
+  registration: BundleEntry;
+}
+
+export interface EvidenceBundle {
+  format: typeof BUNDLE_FORMAT;
+  /** C2SP signed checkpoint note (DESIGN.md §4). */
+  checkpoint: string;
+  entries: BundleEntry[];
+  batches: BundleBatch[];
+  producer_keys: BundleProducerKey[];
+  manifest: BundleManifest;
+  /** hex, see ContentsDigest. */
+  contents_digest: string;
+  /** The ledger's JWS (EdDSA) over signedPayload(manifest, contents_digest). */
+  signature: string;
+}
+
+export type BundleSection = 'checkpoint' | 'entry' | 'batch' | 'producer_key';
+
+/**
+ * contents_digest = hex SHA-256 of the lines `JCS([section, item]) || 0x0A`,
+ * one per item in file order: the checkpoint note, each entry, each batch,
+ * each producer key. JCS text has no raw newline, so the lines are
+ * unambiguous; the section name keeps an item from moving between arrays.
+ */
+export class ContentsDigest {
+  private readonly hash = createHash('sha256');
+
+  /** Adds an item given its JCS text (what the writer also writes to the file). */
+  addJcs(section: BundleSection, itemJcs: string): void {
+    this.hash.update(`[${JSON.stringify(section)},`).update(itemJcs).update(']\n');
+  }
+
+  add(section: BundleSection, item: unknown): void {
+    this.addJcs(section, jcs(item));
+  }
+
+  hex(): string {
+    return this.hash.digest('hex');
+  }
+}
+
+/** The JCS text the ledger signs: `{"contents_digest": …, "manifest": …}`. */
+export function signedPayload(manifest: BundleManifest, contentsDigest: string): string {
+  return jcs({ contents_digest: contentsDigest, manifest });
+}
+
+/** The ledger's signature over the manifest and the contents digest. */
+export function signManifest(
+  manifest: BundleManifest,
+  contentsDigest: string,
+  privateKey: KeyObject,
+  kid: string,
+): Promise<string> {
+  return new CompactSign(Buffer.from(signedPayload(manifest, contentsDigest), 'utf8'))
+    .setProtectedHeader({ alg: 'EdDSA', kid, typ: BUNDLE_JWS_TYP })
+    .sign(privateKey);
+}
+
+/** SHA-256 of the signed payload: the bundle's identity, recorded in the `ledger.export` entry. */
+export function bundleDigest(manifest: BundleManifest, contentsDigest: string): string {
+  return createHash('sha256').update(signedPayload(manifest, contentsDigest)).digest('hex');
+}
+
+/** An entry item from the stored bytes and its proof. */
+export function bundleEntry(seq: number, record: string, body: string | null, proof: readonly Uint8Array[]): BundleEntry {
+  return { seq, record, body, leaf_hash: toHex(leafHash(record)), inclusion_proof: proof.map(toHex) };
+}
+
+/** Whether a record matches an export filter (the service's SQL and the verifier agree on this). */
+export function matchesFilter(record: Pick<LedgerRecord, 'trace_id' | 'session_id' | 'agent' | 'time'>, filter: ExportFilter): boolean {
+  if ('trace_id' in filter) return record.trace_id === filter.trace_id;
+  if ('session_id' in filter) return record.session_id === filter.session_id;
+  if (filter.agent !== undefined && record.agent !== filter.agent) return false;
+  const t = Date.parse(record.time);
+  if (filter.from !== undefined && !(t >= Date.parse(filter.from))) return false;
+  if (filter.to !== undefined && !(t < Date.parse(filter.to))) return false;
+  return true;
+}
+
+/**
+ * Writes a bundle as text, one item per line (the layout above). The service
+ * streams the same lines; this whole-bundle form is for tests and tools.
+ */
+export function bundleText(b: EvidenceBundle): string {
+  const list = (items: unknown[]) => (items.length ? '\n' + items.map((i) => jcs(i)).join(',\n') + '\n' : '');
+  return (
+    `{"format":${JSON.stringify(b.format)},\n"checkpoint":${JSON.stringify(b.checkpoint)},\n` +
+    `"entries":[${list(b.entries)}],"batches":[${list(b.batches)}],"producer_keys":[${list(b.producer_keys)}],` +
+    `"manifest":${jcs(b.manifest)},\n"contents_digest":${JSON.stringify(b.contents_digest)},\n"signature":${JSON.stringify(b.signature)}}\n`
+  );
+}
