@@ -5,23 +5,30 @@ import { from as copyFrom } from 'pg-copy-streams';
 
 /**
  * COPY ... FROM STDIN in PostgreSQL's text format: the fastest way to load
- * rows (the ingest benchmark's baseline is exactly this). Values are written
- * by the caller's column order; null is \N; bytea as \\x<hex>.
+ * rows (the ingest benchmark's baseline is exactly this). Lines are built by
+ * `copyLine` (null is \N, bytea is \\x<hex>) and streamed by `copyLines`.
  */
 export type CopyValue = string | number | null | Buffer;
+
+const ESCAPES: Record<string, string> = { '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r' };
+const SPECIAL = /[\\\t\n\r]/g;
 
 function escape(v: CopyValue): string {
   if (v === null) return '\\N';
   if (typeof v === 'number') return String(v);
   if (Buffer.isBuffer(v)) return `\\\\x${v.toString('hex')}`;
-  // JSON text never holds raw control characters, but names and ids may hold anything but NUL.
-  return /[\\\t\n\r]/.test(v) ? v.replace(/[\\\t\n\r]/g, (c) => ESCAPES[c]) : v;
+  // JSON text never holds raw control characters, only backslashes; names and ids may hold anything but NUL.
+  return v.includes('\\') || v.includes('\t') || v.includes('\n') || v.includes('\r') ? v.replace(SPECIAL, (c) => ESCAPES[c]) : v;
 }
 
-const ESCAPES: Record<string, string> = { '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r' };
+/** One row in COPY text format, newline-terminated. */
+export function copyLine(values: readonly CopyValue[]): string {
+  let line = escape(values[0]);
+  for (let i = 1; i < values.length; i++) line += '\t' + escape(values[i]);
+  return line + '\n';
+}
 
-export async function copyRows(client: PoolClient, table: string, columns: readonly string[], rows: CopyValue[][]): Promise<void> {
-  if (!rows.length) return;
-  const text = rows.map((r) => r.map(escape).join('\t')).join('\n') + '\n';
-  await pipeline(Readable.from([text]), client.query(copyFrom(`COPY ${table} (${columns.join(', ')}) FROM STDIN`)));
+export async function copyLines(client: PoolClient, table: string, columns: readonly string[], lines: readonly string[]): Promise<void> {
+  if (!lines.length) return;
+  await pipeline(Readable.from([lines.join('')]), client.query(copyFrom(`COPY ${table} (${columns.join(', ')}) FROM STDIN`)));
 }

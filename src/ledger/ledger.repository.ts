@@ -5,13 +5,10 @@ import type { JWK } from 'jose';
 import type { DataSource, EntityManager } from 'typeorm';
 import { toHex } from '../core/encoding';
 import { Frontier, frontierRefs, nodeKey, type NodeRef } from '../core/merkle';
-import { copyRows, type CopyValue } from './copy';
-import { buildRecord, genesisChainHash, leafHash, nextChainHash, recordJcs } from '../core/record';
-import { LedgerError } from './ledger.errors';
+import { copyLines } from './copy';
+import { GroupBuilder, type BatchOutcome, type TenantState } from './group-builder';
+import { genesisChainHash } from '../core/record';
 import type { AppendBatch, Receipt } from './ledger.types';
-
-/** Outcome of one batch inside a group commit; `appended` counts its new entries. */
-export type BatchOutcome = { ok: true; receipts: Receipt[]; appended: number } | { ok: false; error: Error };
 
 export interface Head {
   size: number;
@@ -67,122 +64,99 @@ class ReplayDetected extends Error {}
  */
 @Injectable()
 export class LedgerRepository {
-  /** Right edge of each tenant's Merkle tree, valid for `size` only. */
-  private readonly frontiers = new Map<string, Frontier>();
+  /** Where each tenant's ledger ended after this process's last commit. */
+  private readonly states = new Map<string, TenantState>();
 
   constructor(@InjectDataSource() private readonly ds: DataSource) {}
 
   /**
-   * Commits a group. Optimistic about idempotency: fresh event ids are the
-   * rule, so the first attempt skips the lookup of existing ids and lets the
-   * unique index (tenant_id, event_id) object; on that objection the group is
-   * rolled back and redone with the lookup, which returns original receipts.
+   * A builder for the group after `after` (the state an in-flight commit will
+   * leave) or after the last known commit; undefined when this process does
+   * not know where the ledger ends (the transaction then builds the group).
    */
-  async appendGroup(tenant: string, batches: AppendBatch[]): Promise<BatchOutcome[]> {
-    try {
-      return await this.ds.transaction((tx) => this.appendInTx(tx, tenant, batches, false));
-    } catch (err) {
-      this.frontiers.delete(tenant);
-      if (!(err instanceof ReplayDetected)) throw err;
-    }
-    try {
-      return await this.ds.transaction((tx) => this.appendInTx(tx, tenant, batches, true));
-    } catch (err) {
-      this.frontiers.delete(tenant);
-      throw err;
-    }
+  builder(tenant: string, after?: TenantState): GroupBuilder | undefined {
+    const s = after ?? this.states.get(tenant);
+    return s && new GroupBuilder(tenant, { size: s.size, chainHash: s.chainHash }, s);
   }
 
-  private async appendInTx(
+  /**
+   * Commits a group (built ahead by `prepared`, or built here). Optimistic
+   * about idempotency: fresh event ids are the rule, so the first attempt
+   * does not look up existing ids and lets the unique index (tenant_id,
+   * event_id) object; on that objection the group is rebuilt with the lookup,
+   * which hands out the original receipts.
+   */
+  async commit(tenant: string, batches: AppendBatch[], prepared?: GroupBuilder): Promise<{ outcomes: BatchOutcome[]; end: TenantState }> {
+    for (const lookup of [false, true]) {
+      try {
+        const g = await this.ds.transaction((tx) => this.commitInTx(tx, tenant, batches, lookup ? undefined : prepared, lookup));
+        this.states.set(tenant, g.end);
+        return { outcomes: g.outcomes, end: g.end };
+      } catch (err) {
+        this.states.delete(tenant);
+        if (!(err instanceof ReplayDetected)) throw err;
+      }
+    }
+    throw new Error('unreachable: the lookup attempt cannot detect a replay');
+  }
+
+  private async commitInTx(
     tx: EntityManager,
     tenant: string,
     batches: AppendBatch[],
+    prepared: GroupBuilder | undefined,
     lookupExisting: boolean,
-  ): Promise<BatchOutcome[]> {
+  ): Promise<GroupBuilder> {
     // One writer per tenant across processes: the lock is released at commit or rollback.
     await tx.query(`SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, [`agent-ledger:${tenant}`]);
     const head = await this.headIn(tx, tenant);
-    const frontier = await this.frontierFor(tx, tenant, head.size);
-
     const revoked = await this.revokedKids(tx, tenant, batches);
-    const existing = lookupExisting
-      ? await this.existingReceipts(tx, tenant, batches)
-      : new Map<string, { digest: string; receipt: Receipt }>();
-
-    const outcomes: BatchOutcome[] = [];
-    const entries: CopyValue[][] = [];
-    const bodies: CopyValue[][] = [];
-    const batchRows: CopyValue[][] = [];
-    const nodes: CopyValue[][] = [];
-    let seq = head.size;
-    let chain = head.chainHash;
-    const receivedAt = new Date().toISOString();
-
-    for (const b of batches) {
-      if (b.checkRevokedKid && revoked.has(b.checkRevokedKid)) {
-        outcomes.push({ ok: false, error: LedgerError.keyRevoked(b.checkRevokedKid) });
-        continue;
-      }
-      const conflict = b.events.findIndex((p) => {
-        const prior = existing.get(p.event.id.toLowerCase());
-        return prior !== undefined && prior.digest !== p.digest;
-      });
-      if (conflict >= 0) {
-        outcomes.push({ ok: false, error: LedgerError.eventConflict(conflict, b.events[conflict].event.id) });
-        continue;
-      }
-      const receipts: Receipt[] = [];
-      let firstSeq = 0;
-      for (const p of b.events) {
-        const key = p.event.id.toLowerCase();
-        const prior = existing.get(key);
-        if (prior) {
-          receipts.push({ ...prior.receipt, id: p.event.id });
-          continue;
-        }
-        seq += 1;
-        if (!firstSeq) firstSeq = seq;
-        const e = p.event;
-        const text = recordJcs(buildRecord(tenant, seq, e, receivedAt, b.kid, b.batch, p.digest));
-        const leaf = leafHash(text);
-        chain = nextChainHash(chain, leaf);
-        for (const n of frontier.append(leaf)) nodes.push([tenant, n.level, n.index, n.hash]);
-        const receipt = { id: e.id, seq, leaf_hash: toHex(leaf), chain_hash: toHex(chain) };
-        receipts.push(receipt);
-        existing.set(key, { digest: p.digest, receipt });
-        entries.push([
-          tenant, seq, e.id, text, leaf, chain, e.trace_id, e.span_id, e.parent_span_id ?? null, e.session_id ?? null,
-          e.type, e.name ?? null, e.agent, e.status ?? null, e.duration_ms ?? null, e.time, receivedAt, b.kid, b.batch,
-          p.digest,
-        ]);
-        bodies.push([tenant, seq, p.body]);
-      }
-      if (firstSeq) batchRows.push([tenant, b.batch, b.kid, b.jws, firstSeq, seq - firstSeq + 1]);
-      if (b.inTransaction) await b.inTransaction(tx, receipts);
-      outcomes.push({ ok: true, receipts, appended: firstSeq ? seq - firstSeq + 1 : 0 });
+    let g = prepared;
+    if (!g || lookupExisting || revoked.size || g.base.size !== head.size || !g.base.chainHash.equals(head.chainHash)) {
+      const existing = lookupExisting ? await this.existingReceipts(tx, tenant, batches) : undefined;
+      g = new GroupBuilder(tenant, head, await this.stateAt(tx, tenant, head), existing, revoked);
+      for (const b of batches) g.add(b);
     }
-
-    if (entries.length) {
+    if (g.entries.length) {
       const client = (await tx.queryRunner!.connect()) as PoolClient;
       try {
-        await copyRows(client, 'ledger_entries', ENTRY_COLUMNS, entries);
+        await copyLines(client, 'ledger_entries', ENTRY_COLUMNS, g.entries);
       } catch (err) {
         if ((err as { constraint?: string }).constraint === 'ledger_entries_event_id' && !lookupExisting) {
           throw new ReplayDetected();
         }
         throw err;
       }
-      await copyRows(client, 'ledger_bodies', ['tenant_id', 'seq', 'body'], bodies);
+      await copyLines(client, 'ledger_bodies', ['tenant_id', 'seq', 'body'], g.bodies);
       // A batch id repeats only when a producer resends a batch whose events were partly stored.
       await tx.query(
         `INSERT INTO ledger_batches (tenant_id, batch, kid, jws, first_seq, entry_count)
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::int[]) ON CONFLICT DO NOTHING`,
-        [0, 1, 2, 3, 4, 5].map((i) => batchRows.map((r) => r[i])),
+        [0, 1, 2, 3, 4, 5].map((i) => g!.batchRows.map((r) => r[i])),
       );
-      await copyRows(client, 'merkle_nodes', ['tenant_id', 'level', 'idx', 'hash'], nodes);
+      await copyLines(client, 'merkle_nodes', ['tenant_id', 'level', 'idx', 'hash'], g.nodes);
     }
-    this.frontiers.set(tenant, frontier);
-    return outcomes;
+    for (const [i, b] of g.batches.entries()) {
+      const o = g.outcomes[i];
+      if (b.inTransaction && o.ok) await b.inTransaction(tx, o.receipts);
+    }
+    return g;
+  }
+
+  /** The state at `head`: the cached one if it is that, else the frontier loaded from stored nodes. */
+  private async stateAt(tx: EntityManager, tenant: string, head: Head): Promise<TenantState> {
+    const cached = this.states.get(tenant);
+    if (cached && cached.size === head.size && cached.chainHash.equals(head.chainHash)) return cached;
+    const refs = frontierRefs(head.size);
+    const found = await this.nodes(tx, tenant, refs);
+    return {
+      size: head.size,
+      chainHash: head.chainHash,
+      frontier: new Frontier(
+        head.size,
+        refs.map((r) => found.get(nodeKey(r))!),
+      ),
+    };
   }
 
   private async revokedKids(tx: EntityManager, tenant: string, batches: AppendBatch[]): Promise<Set<string>> {
@@ -232,18 +206,6 @@ export class LedgerRepository {
 
   head(tenant: string): Promise<Head> {
     return this.headIn(this.ds, tenant);
-  }
-
-  private async frontierFor(tx: EntityManager, tenant: string, size: number): Promise<Frontier> {
-    const cached = this.frontiers.get(tenant);
-    this.frontiers.delete(tenant); // re-set only after a successful append
-    if (cached && cached.size === size) return cached;
-    const refs = frontierRefs(size);
-    const found = await this.nodes(tx, tenant, refs);
-    return new Frontier(
-      size,
-      refs.map((r) => found.get(nodeKey(r))!),
-    );
   }
 
   /**

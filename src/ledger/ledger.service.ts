@@ -52,7 +52,8 @@ export class LedgerService {
   ) {
     this.sequencer = new Sequencer(
       {
-        commit: (tenant, batches) => this.repo.appendGroup(tenant, batches),
+        builder: (tenant, after) => this.repo.builder(tenant, after),
+        commit: (tenant, batches, prepared) => this.repo.commit(tenant, batches, prepared),
         onCommitted: (tenant, events, _b, seconds) => {
           this.metrics.ingestedEvents.inc(events);
           if (events > 0) for (const l of this.listeners) l(tenant);
