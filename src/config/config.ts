@@ -35,7 +35,14 @@ export const envSchema = z
     AUTH_AUDIENCE: z.string().min(1).optional(),
     AUTH_CLOCK_TOLERANCE_S: int(0, 300).default(5),
     LEDGER_SIGNING_KEY: z.string().min(1).optional(),
-    LEDGER_ORIGIN: z.string().min(1).default('agent-ledger.local'),
+    // checkpoint origin prefix and the checkpoint key name (C2SP signed-note: no spaces, no "+")
+    LEDGER_ORIGIN: z.string().regex(/^[^\s+]+$/, 'must be non-empty, without spaces or "+"').default('agent-ledger.local'),
+    // C2SP tlog-witness submission prefixes, comma-separated; each signed checkpoint is POSTed to <url>/add-checkpoint
+    WITNESS_URLS: z
+      .string()
+      .transform((v) => v.split(',').map((u) => u.trim()).filter(Boolean))
+      .pipe(z.array(z.url({ protocol: /^https?$/ })))
+      .prefault(''),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     LOG_FORMAT: z.enum(['json', 'pretty']).optional(),
     INGEST_MAX_GROUP_EVENTS: int(1, 100_000).default(5000),

@@ -5,6 +5,7 @@ import { CurrentPrincipal, RequireScope } from '../auth/auth.decorators';
 import type { Principal } from '../auth/principal';
 import { ZodQuery, ZodResponse } from '../common/openapi';
 import { ZodPipe } from '../common/validation';
+import { CheckpointService } from './checkpoint.service';
 import { entriesQuerySchema, entriesSchema, headSchema, verifyQuerySchema, verifySchema } from './dto/ledger.dto';
 import { LedgerService } from './ledger.service';
 
@@ -12,7 +13,10 @@ import { LedgerService } from './ledger.service';
 @ApiBearerAuth()
 @Controller('v1/ledger')
 export class LedgerController {
-  constructor(private readonly ledger: LedgerService) {}
+  constructor(
+    private readonly ledger: LedgerService,
+    private readonly checkpoints: CheckpointService,
+  ) {}
 
   @Get('head')
   @RequireScope('audit:read')
@@ -36,13 +40,13 @@ export class LedgerController {
 
   @Get('verify')
   @RequireScope('audit:read')
-  @ApiOperation({ summary: 'Recompute digests, leaf and chain hashes and batch signatures from the stored bytes' })
+  @ApiOperation({ summary: 'Recompute digests, leaf and chain hashes, Merkle nodes, batch signatures and signed checkpoints from the stored bytes' })
   @ZodQuery(verifyQuerySchema)
   @ZodResponse(200, verifySchema)
-  verify(
+  async verify(
     @CurrentPrincipal() p: Principal,
     @Query(new ZodPipe(verifyQuerySchema, 'query')) q: z.infer<typeof verifyQuerySchema>,
   ) {
-    return this.ledger.verify(p.tenant, q.from_seq, q.to_seq);
+    return this.checkpoints.withCheckpointChecks(p.tenant, await this.ledger.verify(p.tenant, q.from_seq, q.to_seq));
   }
 }
