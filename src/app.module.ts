@@ -7,6 +7,7 @@ import { LoggerModule } from 'nestjs-pino';
 import { AuthModule } from './auth/auth.module';
 import { ProblemFilter } from './common/problem.filter';
 import { dataSourceOptions } from './database/data-source';
+import { ExportModule } from './export/export.module';
 import { HealthModule } from './health/health.module';
 import { IngestModule } from './ingest/ingest.module';
 import { KeysModule } from './keys/keys.module';
@@ -64,6 +65,7 @@ export class AppModule {
         KeysModule,
         IngestModule,
         PolicyModule,
+        ExportModule,
         HealthModule,
       ],
       providers: [

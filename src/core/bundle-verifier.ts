@@ -185,7 +185,7 @@ class Verifier {
     await this.verifyManifestSignature(b);
     const digest = new ContentsDigest();
     digest.add('checkpoint', b.checkpoint);
-    for (const e of b.entries) digest.add('entry', e);
+    for (const e of b.entries) digest.addEntry(e);
     for (const x of b.batches) digest.add('batch', x);
     for (const k of b.producer_keys) digest.add('producer_key', k);
     if (digest.hex() !== b.contents_digest) {

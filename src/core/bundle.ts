@@ -116,6 +116,10 @@ export class ContentsDigest {
     this.addJcs(section, jcs(item));
   }
 
+  addEntry(e: BundleEntry): void {
+    this.addJcs('entry', entryJcs(e));
+  }
+
   hex(): string {
     return this.hash.digest('hex');
   }
@@ -160,14 +164,101 @@ export function matchesFilter(record: Pick<LedgerRecord, 'trace_id' | 'session_i
 }
 
 /**
- * Writes a bundle as text, one item per line (the layout above). The service
- * streams the same lines; this whole-bundle form is for tests and tools.
+ * JCS text of an entry item. Its members are fixed and typed (strings, null,
+ * one safe integer, an array of hex strings), so RFC 8785 reduces to "keys in
+ * order, values as JSON.stringify writes them" (a unit test checks it against
+ * the generic canonicaliser): the writer and the verifier call it per entry.
  */
-export function bundleText(b: EvidenceBundle): string {
-  const list = (items: unknown[]) => (items.length ? '\n' + items.map((i) => jcs(i)).join(',\n') + '\n' : '');
+export function entryJcs(e: BundleEntry): string {
+  const proof = e.inclusion_proof.map((p) => JSON.stringify(p)).join(',');
   return (
-    `{"format":${JSON.stringify(b.format)},\n"checkpoint":${JSON.stringify(b.checkpoint)},\n` +
-    `"entries":[${list(b.entries)}],"batches":[${list(b.batches)}],"producer_keys":[${list(b.producer_keys)}],` +
-    `"manifest":${jcs(b.manifest)},\n"contents_digest":${JSON.stringify(b.contents_digest)},\n"signature":${JSON.stringify(b.signature)}}\n`
+    `{"body":${e.body === null ? 'null' : JSON.stringify(e.body)},"inclusion_proof":[${proof}],` +
+    `"leaf_hash":${JSON.stringify(e.leaf_hash)},"record":${JSON.stringify(e.record)},"seq":${e.seq}}`
   );
+}
+
+/**
+ * Writes a bundle as it is read, one item per line, in the fixed order
+ * checkpoint, entries, batches, producer keys, manifest, and keeps the
+ * contents digest as it goes: constant memory whatever the entry count.
+ * Each method returns the text to append to the output.
+ */
+export class BundleWriter {
+  private readonly digest = new ContentsDigest();
+  private section: 'entries' | 'batches' | 'producer_keys' | 'done' = 'entries';
+  private first = true;
+  private entryCount = 0;
+  private contents?: string;
+
+  start(checkpoint: string): string {
+    this.digest.add('checkpoint', checkpoint);
+    return `{"format":${JSON.stringify(BUNDLE_FORMAT)},\n"checkpoint":${JSON.stringify(checkpoint)},\n"entries":[`;
+  }
+
+  entry(e: BundleEntry): string {
+    this.expect('entries');
+    this.entryCount++;
+    return this.item('entry', entryJcs(e));
+  }
+
+  batch(b: BundleBatch): string {
+    return this.moveTo('batches') + this.item('batch', jcs({ batch: b.batch, jws: b.jws }));
+  }
+
+  producerKey(k: BundleProducerKey): string {
+    return this.moveTo('producer_keys') + this.item('producer_key', jcs(k));
+  }
+
+  get count(): number {
+    return this.entryCount;
+  }
+
+  /** Closes the arrays and returns the contents digest (call once, after the last item). */
+  close(): { text: string; contentsDigest: string } {
+    const text = this.moveTo('producer_keys') + (this.first ? '' : '\n') + ']';
+    this.section = 'done';
+    this.contents = this.digest.hex();
+    return { text, contentsDigest: this.contents };
+  }
+
+  /** The signed tail: manifest, contents digest (the computed one unless given), signature. */
+  finish(manifest: BundleManifest, signature: string, contentsDigest = this.contents): string {
+    if (contentsDigest === undefined) throw new Error('close() the bundle before finishing it');
+    return `,"manifest":${jcs(manifest)},\n"contents_digest":${JSON.stringify(contentsDigest)},\n"signature":${JSON.stringify(signature)}}\n`;
+  }
+
+  private item(section: BundleSection, text: string): string {
+    this.digest.addJcs(section, text);
+    const sep = this.first ? '\n' : ',\n';
+    this.first = false;
+    return sep + text;
+  }
+
+  private moveTo(section: 'batches' | 'producer_keys'): string {
+    const order = ['entries', 'batches', 'producer_keys', 'done'];
+    const from = order.indexOf(this.section);
+    const to = order.indexOf(section);
+    if (from > to) throw new Error(`bundle items must come in the order entries, batches, producer keys (got a ${section} item after ${this.section})`);
+    let out = '';
+    for (let i = from; i < to; i++) {
+      out += (this.first ? '' : '\n') + `],"${order[i + 1]}":[`;
+      this.first = true;
+    }
+    this.section = section;
+    return out;
+  }
+
+  private expect(section: 'entries'): void {
+    if (this.section !== section) throw new Error(`an entry after the ${this.section}`);
+  }
+}
+
+/** A whole bundle as the service writes it (for tests and tools; the service streams the same text). */
+export function bundleText(b: EvidenceBundle): string {
+  const w = new BundleWriter();
+  let text = w.start(b.checkpoint);
+  for (const e of b.entries) text += w.entry(e);
+  for (const x of b.batches) text += w.batch(x);
+  for (const k of b.producer_keys) text += w.producerKey(k);
+  return text + w.close().text + w.finish(b.manifest, b.signature, b.contents_digest);
 }

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
-import { bundleText, type EvidenceBundle } from '../../src/core/bundle';
+import { bundleText, entryJcs, type EvidenceBundle } from '../../src/core/bundle';
 import { InclusionVerifier, verifyBundle, type BundleCheck, type BundleResult } from '../../src/core/bundle-verifier';
 import { jcs } from '../../src/core/jcs';
 import { assembleInclusionProof, rootFromLeaves, verifyInclusion } from '../../src/core/merkle';
@@ -70,6 +70,12 @@ describe('evidence bundle verifier', () => {
     assert.deepEqual(JSON.parse(text), bundle);
     const lines = text.split('\n');
     for (const e of bundle.entries) assert.ok(lines.includes(jcs(e) + ',') || lines.includes(jcs(e)), `entry ${e.seq} is on a line of its own`);
+  });
+
+  test('entryJcs is the RFC 8785 form of an entry item', () => {
+    for (const e of [...bundle.entries, { ...bundle.entries[0], body: null }, { ...bundle.entries[0], record: '"\u2028\ud83d\ude00\u0007"' }]) {
+      assert.equal(entryJcs(e), jcs(e));
+    }
   });
 
   test('agent and time-range and session bundles verify, and only hold matching entries', async () => {

@@ -1,0 +1,99 @@
+import { Injectable } from '@nestjs/common';
+import { InjectDataSource } from '@nestjs/typeorm';
+import type { DataSource } from 'typeorm';
+import type { ExportFilter } from '../core/bundle';
+
+export interface ExportRow {
+  seq: number;
+  record: string;
+  /** null when the body was erased. */
+  body: string | null;
+  kid: string;
+  batch: string;
+}
+
+/**
+ * Read-only queries of the export stream over the ledger tables (the ledger
+ * module owns and alone writes them). Every query is bounded by the
+ * checkpoint's tree size, so it reads the same rows however long the export
+ * takes, and pages by seq (keyset), so memory stays constant.
+ */
+@Injectable()
+export class ExportRepository {
+  constructor(@InjectDataSource() private readonly ds: DataSource) {}
+
+  /**
+   * The filter as SQL on ledger_entries e. Indexes: ledger_entries_trace
+   * (tenant_id, trace_id, seq), ledger_entries_session (tenant_id,
+   * session_id, seq), ledger_entries_agent (tenant_id, agent, seq); a time
+   * range alone walks the primary key (tenant_id, seq) in order.
+   */
+  private where(tenant: string, filter: ExportFilter, maxSeq: number, afterSeq: number): { sql: string; params: unknown[] } {
+    const params: unknown[] = [tenant, afterSeq, maxSeq];
+    const parts = ['e.tenant_id = $1', 'e.seq > $2', 'e.seq <= $3'];
+    const add = (column: string, op: string, value: unknown) => {
+      params.push(value);
+      parts.push(`${column} ${op} $${params.length}`);
+    };
+    if ('trace_id' in filter) add('e.trace_id', '=', filter.trace_id);
+    else if ('session_id' in filter) add('e.session_id', '=', filter.session_id);
+    else {
+      if (filter.agent !== undefined) add('e.agent', '=', filter.agent);
+      if (filter.from !== undefined) add('e.event_time', '>=', filter.from);
+      if (filter.to !== undefined) add('e.event_time', '<', filter.to);
+    }
+    return { sql: parts.join(' AND '), params };
+  }
+
+  async any(tenant: string, filter: ExportFilter, maxSeq: number): Promise<boolean> {
+    const w = this.where(tenant, filter, maxSeq, 0);
+    const rows: unknown[] = await this.ds.query(`SELECT 1 FROM ledger_entries e WHERE ${w.sql} LIMIT 1`, w.params);
+    return rows.length > 0;
+  }
+
+  /** One page of matching entries after `afterSeq`, with bodies (absent body = erased). */
+  async page(tenant: string, filter: ExportFilter, afterSeq: number, maxSeq: number, limit: number): Promise<ExportRow[]> {
+    const w = this.where(tenant, filter, maxSeq, afterSeq);
+    w.params.push(limit);
+    const rows: (ExportRow & { seq: string })[] = await this.ds.query(
+      `SELECT e.seq, e.record, b.body, e.kid, e.batch
+       FROM ledger_entries e LEFT JOIN ledger_bodies b ON b.tenant_id = e.tenant_id AND b.seq = e.seq
+       WHERE ${w.sql} ORDER BY e.seq LIMIT $${w.params.length}`,
+      w.params,
+    );
+    return rows.map((r) => ({ ...r, seq: Number(r.seq) }));
+  }
+
+  /** The batch ids of one page of matching entries (the second pass, for the bundle's batches). */
+  async batchPage(tenant: string, filter: ExportFilter, afterSeq: number, maxSeq: number, limit: number): Promise<{ seq: number; batch: string }[]> {
+    const w = this.where(tenant, filter, maxSeq, afterSeq);
+    w.params.push(limit);
+    const rows: { seq: string; batch: string }[] = await this.ds.query(
+      `SELECT e.seq, e.batch FROM ledger_entries e WHERE ${w.sql} ORDER BY e.seq LIMIT $${w.params.length}`,
+      w.params,
+    );
+    return rows.map((r) => ({ seq: Number(r.seq), batch: r.batch }));
+  }
+
+  /** Batch JWSs by id (primary key). */
+  async batchJws(tenant: string, ids: string[]): Promise<Map<string, string>> {
+    if (!ids.length) return new Map();
+    const rows: { batch: string; jws: string }[] = await this.ds.query(
+      `SELECT batch, jws FROM ledger_batches WHERE tenant_id = $1 AND batch = ANY($2::text[])`,
+      [tenant, ids],
+    );
+    return new Map(rows.map((r) => [r.batch, r.jws]));
+  }
+
+  /** Entries by seq (primary key), with bodies. */
+  async entriesAt(tenant: string, seqs: number[]): Promise<ExportRow[]> {
+    if (!seqs.length) return [];
+    const rows: (ExportRow & { seq: string })[] = await this.ds.query(
+      `SELECT e.seq, e.record, b.body, e.kid, e.batch
+       FROM ledger_entries e LEFT JOIN ledger_bodies b ON b.tenant_id = e.tenant_id AND b.seq = e.seq
+       WHERE e.tenant_id = $1 AND e.seq = ANY($2::bigint[]) ORDER BY e.seq`,
+      [tenant, seqs],
+    );
+    return rows.map((r) => ({ ...r, seq: Number(r.seq) }));
+  }
+}

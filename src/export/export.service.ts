@@ -1,0 +1,178 @@
+import { Readable } from 'node:stream';
+import { Inject, Injectable, Logger } from '@nestjs/common';
+import type { Principal } from '../auth/principal';
+import {
+  BUNDLE_FORMAT,
+  BundleWriter,
+  bundleDigest,
+  bundleEntry,
+  signManifest,
+  type BundleManifest,
+  type BundleProducerKey,
+  type ExportFilter,
+} from '../core/bundle';
+import { assembleInclusionProof, inclusionProofRefs, nodeKey, type NodeRef } from '../core/merkle';
+import { LEDGER_KID } from '../core/record';
+import { KeysService } from '../keys/keys.service';
+import { CheckpointService, type SignedCheckpoint } from '../ledger/checkpoint.service';
+import { LedgerService } from '../ledger/ledger.service';
+import type { AppConfig } from '../runtime/runtime';
+import { APP_CONFIG } from '../runtime/tokens';
+import { ExportError } from './export.errors';
+import { ExportRepository, type ExportRow } from './export.repository';
+
+/** Entries read (and proven) per query: bounds the memory of one export. */
+const PAGE = 1000;
+/** Bytes the response stream buffers before it stops reading the ledger (backpressure). */
+const STREAM_HIGH_WATER = 256 * 1024;
+/** Recently written batch ids, to skip repeats (batches are contiguous, so repeats are rare). */
+const RECENT_BATCHES = 10_000;
+
+export interface OpenedExport {
+  filename: string;
+  checkpointSize: number;
+  stream: Readable;
+}
+
+/**
+ * Evidence export (DESIGN.md §8, docs/evidence-bundle.md): cuts one
+ * checkpoint, then streams the bundle: matching entries with bodies and
+ * inclusion proofs (node lookups batched per page), their batch JWSs, the
+ * producer keys with their registration entries, and the manifest signed by
+ * the ledger. The export is recorded as a `ledger.export` entry before the
+ * signature is written: a bundle whose export is not in the ledger never
+ * ends, and fails to parse.
+ */
+@Injectable()
+export class ExportService {
+  private readonly logger = new Logger(ExportService.name);
+
+  constructor(
+    private readonly repo: ExportRepository,
+    private readonly ledger: LedgerService,
+    private readonly checkpoints: CheckpointService,
+    private readonly keys: KeysService,
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
+  ) {}
+
+  /** Everything that can fail with a problem response happens here, before the first byte. */
+  async open(p: Principal, filter: ExportFilter): Promise<OpenedExport> {
+    const checkpoint = await this.checkpoints.cutNow(p.tenant);
+    const whole = 'trace_id' in filter ? `trace ${filter.trace_id}` : 'session_id' in filter ? `session ${JSON.stringify(filter.session_id)}` : undefined;
+    if (!checkpoint) throw whole ? ExportError.notFound(whole) : ExportError.emptyLedger();
+    if (whole && !(await this.repo.any(p.tenant, filter, checkpoint.size))) throw ExportError.notFound(whole);
+    const exportedAt = new Date().toISOString();
+    const stream = Readable.from(this.write(p, filter, checkpoint, exportedAt), { objectMode: false, highWaterMark: STREAM_HIGH_WATER });
+    stream.on('error', (err) => this.logger.error({ err, tenant: p.tenant }, 'evidence export aborted'));
+    return { filename: `evidence-${p.tenant}-${exportedAt.replace(/[:.]/g, '-')}.json`, checkpointSize: checkpoint.size, stream };
+  }
+
+  private async *write(p: Principal, filter: ExportFilter, cp: SignedCheckpoint, exportedAt: string): AsyncGenerator<string> {
+    const tenant = p.tenant;
+    const w = new BundleWriter();
+    yield w.start(cp.note);
+
+    // 1. Entries, page by page, each with its inclusion proof to the checkpoint.
+    const kids = new Set<string>();
+    for (let after = 0; ; ) {
+      const rows = await this.repo.page(tenant, filter, after, cp.size, PAGE);
+      if (!rows.length) break;
+      const proofs = await this.proofs(tenant, rows.map((r) => r.seq), cp.size);
+      let out = '';
+      for (const r of rows) {
+        out += w.entry(bundleEntry(r.seq, r.record, r.body, proofs.get(r.seq)!));
+        if (r.kid !== LEDGER_KID) kids.add(r.kid);
+      }
+      yield out;
+      after = rows[rows.length - 1].seq;
+      if (rows.length < PAGE) break;
+    }
+
+    // 2. The producer keys those entries name, each with its registration entry.
+    const producerKeys = await this.producerKeys(tenant, kids, cp.size);
+
+    // 3. Batches: a second pass over the matching entries, then the registrations' batches.
+    const pending = new Set(producerKeys.map((k) => (JSON.parse(k.registration.record) as { batch: string }).batch));
+    const recent = new Set<string>();
+    const writeBatches = async (ids: string[]): Promise<string> => {
+      const fresh = [...new Set(ids)].filter((id) => !recent.has(id));
+      const jws = await this.repo.batchJws(tenant, fresh);
+      let out = '';
+      for (const id of fresh) {
+        const text = jws.get(id);
+        if (text === undefined) throw new Error(`batch ${id} of tenant ${tenant} is missing`);
+        out += w.batch({ batch: id, jws: text });
+        pending.delete(id);
+        if (recent.size >= RECENT_BATCHES) recent.clear();
+        recent.add(id);
+      }
+      return out;
+    };
+    for (let after = 0; ; ) {
+      const rows = await this.repo.batchPage(tenant, filter, after, cp.size, PAGE);
+      if (!rows.length) break;
+      const out = await writeBatches(rows.map((r) => r.batch));
+      if (out) yield out;
+      after = rows[rows.length - 1].seq;
+      if (rows.length < PAGE) break;
+    }
+    yield await writeBatches([...pending]);
+    let keysText = '';
+    for (const k of producerKeys) keysText += w.producerKey(k);
+    const closed = w.close();
+    yield keysText + closed.text;
+
+    // 4. The manifest, signed; the export is recorded before the signature is written.
+    const manifest: BundleManifest = {
+      format: BUNDLE_FORMAT,
+      tenant,
+      filter,
+      exported_by: p.sub,
+      exported_at: exportedAt,
+      count: w.count,
+      checkpoint_size: cp.size,
+    };
+    const key = this.config.ledgerKey;
+    const signature = await signManifest(manifest, closed.contentsDigest, key.privateKey, key.kid);
+    await this.ledger.appendServiceEvents(tenant, [
+      {
+        type: 'ledger.export',
+        name: 'evidence_bundle',
+        attributes: {
+          exported_by: p.sub,
+          filter,
+          count: w.count,
+          checkpoint_size: cp.size,
+          contents_digest: closed.contentsDigest,
+          bundle_digest: bundleDigest(manifest, closed.contentsDigest),
+        },
+      },
+    ]);
+    yield w.finish(manifest, signature);
+  }
+
+  /** Inclusion proofs of `seqs` in the tree of `size`: one node lookup for the whole page. */
+  private async proofs(tenant: string, seqs: number[], size: number): Promise<Map<number, Buffer[]>> {
+    const refs = new Map<string, NodeRef>();
+    for (const seq of seqs) for (const r of inclusionProofRefs(seq - 1, size)) refs.set(nodeKey(r), r);
+    const nodes = await this.ledger.nodes(tenant, [...refs.values()]);
+    const lookup = (r: NodeRef) => nodes.get(nodeKey(r))!;
+    return new Map(seqs.map((seq) => [seq, assembleInclusionProof(seq - 1, size, lookup)]));
+  }
+
+  private async producerKeys(tenant: string, kids: Set<string>, size: number): Promise<BundleProducerKey[]> {
+    if (!kids.size) return [];
+    const registered = new Map((await this.keys.list(tenant)).filter((k) => kids.has(k.kid)).map((k) => [k.kid, k]));
+    const missing = [...kids].filter((kid) => !registered.has(kid));
+    if (missing.length) throw new Error(`producer keys ${missing.join(', ')} of tenant ${tenant} have no registration`);
+    const rows = new Map<number, ExportRow>(
+      (await this.repo.entriesAt(tenant, [...registered.values()].map((k) => k.registered_seq))).map((r) => [r.seq, r]),
+    );
+    const proofs = await this.proofs(tenant, [...rows.keys()], size);
+    return [...registered.values()].map((k) => {
+      const row = rows.get(k.registered_seq)!;
+      const { kid: _kid, ...jwk } = k.jwk;
+      return { kid: k.kid, alg: k.alg as 'EdDSA' | 'ES256', jwk, registration: bundleEntry(row.seq, row.record, row.body, proofs.get(row.seq)!) };
+    });
+  }
+}
