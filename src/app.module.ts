@@ -13,6 +13,7 @@ import { IngestModule } from './ingest/ingest.module';
 import { KeysModule } from './keys/keys.module';
 import { LedgerModule } from './ledger/ledger.module';
 import { MetricsModule } from './metrics/metrics.module';
+import { OtlpModule } from './otlp/otlp.module';
 import { PolicyModule } from './policy/policy.module';
 import type { AppConfig } from './runtime/runtime';
 import { APP_CONFIG } from './runtime/tokens';
@@ -64,6 +65,7 @@ export class AppModule {
         LedgerModule,
         KeysModule,
         IngestModule,
+        OtlpModule,
         PolicyModule,
         ExportModule,
         HealthModule,

@@ -5,6 +5,7 @@ import { Logger } from 'nestjs-pino';
 import { AppModule } from './app.module';
 import { MAX_BATCH_BYTES } from './core/event';
 import { MetricsService } from './metrics/metrics.service';
+import { registerOtlpBodyParsing } from './otlp/otlp-body';
 import type { AppConfig } from './runtime/runtime';
 
 /**
@@ -18,6 +19,7 @@ export async function createApp(config: AppConfig): Promise<NestFastifyApplicati
   app.useLogger(logger);
 
   const fastify = app.getHttpAdapter().getInstance();
+  registerOtlpBodyParsing(fastify);
   const metrics = app.get(MetricsService);
   fastify.addHook('onResponse', async (request, reply) => {
     const route = request.routeOptions.url ?? 'unmatched';

@@ -28,7 +28,12 @@ export async function signBatch(
   kid: string,
   alg: BatchAlgorithm,
 ): Promise<string> {
-  const payload = new TextEncoder().encode(batchPayload(digestsOf(events)));
+  return signDigests(digestsOf(events), key, kid, alg);
+}
+
+/** The batch JWS over digests already computed (the caller canonicalised the events). */
+export async function signDigests(digests: readonly string[], key: SigningKey, kid: string, alg: BatchAlgorithm): Promise<string> {
+  const payload = new TextEncoder().encode(batchPayload(digests));
   return new CompactSign(payload).setProtectedHeader({ alg, kid, typ: BATCH_JWS_TYP }).sign(key);
 }
 

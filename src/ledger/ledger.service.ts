@@ -1,7 +1,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
 import { importJWK, type JWK } from 'jose';
-import { readBatchHeader, signBatch, verifyBatchSignature, type BatchAlgorithm } from '../core/batch';
+import { readBatchHeader, signBatch, signDigests, verifyBatchSignature, type BatchAlgorithm } from '../core/batch';
 import { ChainVerifier } from '../core/chain-verifier';
 import { toHex } from '../core/encoding';
 import { serviceEventSchema, type TraceEvent } from '../core/event';
@@ -101,6 +101,20 @@ export class LedgerService {
       return { event, body, digest: eventDigest(body) };
     });
     return this.sequencer.submit({ tenant, kid: LEDGER_KID, jws, batch: batchId(jws), events: prepared, inTransaction });
+  }
+
+  /**
+   * Appends ordinary (producer-typed, already validated and canonicalised)
+   * events that the service formed itself from a trusted translation, such as
+   * OTLP spans: no producer signed them, so the batch is signed with the
+   * ledger's key (record kid "ledger"). The caller records where they came
+   * from in the events themselves. Refused with 503 when the queue is full.
+   */
+  async appendLedgerSigned(tenant: string, events: PreparedEvent[]): Promise<Receipt[]> {
+    if (!this.sequencer.hasRoom(events.length)) throw LedgerError.busy(this.sequencer.depth);
+    const key = this.config.ledgerKey;
+    const jws = await signDigests(events.map((e) => e.digest), key.privateKey, key.kid, 'EdDSA');
+    return this.sequencer.submit({ tenant, kid: LEDGER_KID, jws, batch: batchId(jws), events });
   }
 
   /**
