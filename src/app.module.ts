@@ -15,6 +15,7 @@ import { LedgerModule } from './ledger/ledger.module';
 import { MetricsModule } from './metrics/metrics.module';
 import { OtlpModule } from './otlp/otlp.module';
 import { PolicyModule } from './policy/policy.module';
+import { QueryModule } from './query/query.module';
 import type { AppConfig } from './runtime/runtime';
 import { APP_CONFIG } from './runtime/tokens';
 
@@ -67,6 +68,7 @@ export class AppModule {
         IngestModule,
         OtlpModule,
         PolicyModule,
+        QueryModule,
         ExportModule,
         HealthModule,
       ],

@@ -1,0 +1,166 @@
+import { Injectable } from '@nestjs/common';
+import { InjectDataSource } from '@nestjs/typeorm';
+import type { DataSource, EntityManager } from 'typeorm';
+
+/** Types the service writes itself (ledger.*, policy.*): producers cannot send them. */
+const SERVICE = `(type LIKE 'ledger.%' OR type LIKE 'policy.%')`;
+
+/**
+ * Owns the query read models (query_cursors, query_events, trace_summaries,
+ * tool_calls) and writes them. Reads ledger_entries and ledger_bodies, never
+ * writes them. Each page is projected by a handful of set-based statements
+ * that run inside PostgreSQL (no row travels to Node), in the transaction
+ * that moves the tenant's cursor.
+ */
+@Injectable()
+export class ProjectorRepository {
+  constructor(@InjectDataSource() private readonly ds: DataSource) {}
+
+  async cursor(tenant: string): Promise<number> {
+    const rows: { seq: string }[] = await this.ds.query(`SELECT seq FROM query_cursors WHERE tenant_id = $1`, [tenant]);
+    return rows.length ? Number(rows[0].seq) : 0;
+  }
+
+  /** Tenants whose ledger goes past their cursor (skip scan over the ledger's primary key). */
+  async tenantsBehind(): Promise<string[]> {
+    const rows: { tenant_id: string }[] = await this.ds.query(`
+      WITH RECURSIVE t AS (
+        (SELECT tenant_id FROM ledger_entries ORDER BY tenant_id LIMIT 1)
+        UNION ALL
+        SELECT (SELECT e.tenant_id FROM ledger_entries e WHERE e.tenant_id > t.tenant_id ORDER BY e.tenant_id LIMIT 1)
+        FROM t WHERE t.tenant_id IS NOT NULL
+      )
+      SELECT t.tenant_id FROM t
+      LEFT JOIN query_cursors c ON c.tenant_id = t.tenant_id
+      WHERE t.tenant_id IS NOT NULL
+        AND COALESCE(c.seq, 0) < (SELECT max(seq) FROM ledger_entries m WHERE m.tenant_id = t.tenant_id)`);
+    return rows.map((r) => r.tenant_id);
+  }
+
+  /**
+   * Projects the entries after the tenant's cursor, at most `pageSize` of
+   * them, and moves the cursor, in one transaction. The cursor row is locked
+   * first (FOR UPDATE), so two processes never project the same page: the
+   * second one waits, then starts from the moved cursor. Seqs are gap-free
+   * and committed in order, so (cursor, cursor + pageSize] is exactly the
+   * next page. Returns the new cursor and how many entries were projected.
+   */
+  async projectPage(tenant: string, pageSize: number): Promise<{ seq: number; projected: number }> {
+    return this.ds.transaction(async (tx) => {
+      await tx.query(`INSERT INTO query_cursors (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING`, [tenant]);
+      const [{ seq: cur }] = (await tx.query(`SELECT seq FROM query_cursors WHERE tenant_id = $1 FOR UPDATE`, [tenant])) as {
+        seq: string;
+      }[];
+      const from = Number(cur);
+      const [{ to }] = (await tx.query(
+        `SELECT max(seq) AS to FROM ledger_entries WHERE tenant_id = $1 AND seq > $2 AND seq <= $3`,
+        [tenant, from, from + pageSize],
+      )) as { to: string | null }[];
+      if (to === null) return { seq: from, projected: 0 };
+      const end = Number(to);
+      await this.projectRange(tx, tenant, from, end);
+      await tx.query(`UPDATE query_cursors SET seq = $2, updated_at = now() WHERE tenant_id = $1`, [tenant, end]);
+      return { seq: end, projected: end - from };
+    });
+  }
+
+  /** The read-model rows of entries (from, to]. */
+  private async projectRange(tx: EntityManager, tenant: string, from: number, to: number): Promise<void> {
+    const range = [tenant, from, to];
+    // 1. the events, attributes parsed from the stored body (primary keys of both ledger tables)
+    await tx.query(
+      `INSERT INTO query_events (tenant_id, seq, trace_id, span_id, parent_span_id, session_id, type, name, agent,
+                                 status, duration_ms, event_time, attributes)
+       SELECT e.tenant_id, e.seq, e.trace_id, e.span_id, e.parent_span_id, e.session_id, e.type, e.name, e.agent,
+              e.status, e.duration_ms, e.event_time, COALESCE(b.body::jsonb -> 'attributes', '{}'::jsonb)
+       FROM ledger_entries e LEFT JOIN ledger_bodies b ON b.tenant_id = e.tenant_id AND b.seq = e.seq
+       WHERE e.tenant_id = $1 AND e.seq > $2 AND e.seq <= $3`,
+      range,
+    );
+    // 2. tool calls of this page
+    await tx.query(
+      `INSERT INTO tool_calls (tenant_id, seq, trace_id, span_id, tool, agent, event_time, args_digest, duration_ms, error)
+       SELECT tenant_id, seq, trace_id, span_id, name, agent, event_time, md5(COALESCE(attributes -> 'args', 'null'::jsonb)::text),
+              duration_ms, status IS NOT DISTINCT FROM 'error'
+       FROM query_events
+       WHERE tenant_id = $1 AND seq > $2 AND seq <= $3 AND type = 'tool.call' AND name IS NOT NULL`,
+      range,
+    );
+    // 3a. results of this page complete the calls of their span (index tool_calls_span)
+    await tx.query(
+      `UPDATE tool_calls t SET duration_ms = COALESCE(t.duration_ms, r.duration_ms), error = t.error OR r.status IS NOT DISTINCT FROM 'error'
+       FROM query_events r
+       WHERE r.tenant_id = $1 AND r.seq > $2 AND r.seq <= $3 AND r.type = 'tool.result'
+         AND t.tenant_id = r.tenant_id AND t.trace_id = r.trace_id AND t.span_id = r.span_id AND t.tool = r.name`,
+      range,
+    );
+    // 3b. calls of this page whose result was recorded first (index query_events_tool_results)
+    await tx.query(
+      `UPDATE tool_calls t SET duration_ms = COALESCE(t.duration_ms, r.duration_ms), error = t.error OR r.status IS NOT DISTINCT FROM 'error'
+       FROM query_events r
+       WHERE t.tenant_id = $1 AND t.seq > $2 AND t.seq <= $3
+         AND r.tenant_id = t.tenant_id AND r.trace_id = t.trace_id AND r.span_id = t.span_id AND r.type = 'tool.result'
+         AND r.name = t.tool AND r.seq <= $2`,
+      range,
+    );
+    // 4. run summaries: this page's producer events and violation entries, merged into each run's row
+    await tx.query(
+      `WITH page AS (
+         SELECT trace_id, seq, session_id, agent, type, name, status, event_time, attributes,
+                type = 'policy.violation' AS violation
+         FROM query_events
+         WHERE tenant_id = $1 AND seq > $2 AND seq <= $3 AND (NOT ${SERVICE} OR type = 'policy.violation')
+       ),
+       counts AS (
+         SELECT trace_id, jsonb_object_agg(type, n) AS counts
+         FROM (SELECT trace_id, type, count(*) AS n FROM page WHERE NOT violation GROUP BY 1, 2) x GROUP BY 1
+       ),
+       severities AS (
+         SELECT trace_id, jsonb_object_agg(severity, n) AS by_severity
+         FROM (SELECT trace_id, attributes ->> 'severity' AS severity, count(*) AS n
+               FROM page WHERE violation AND attributes ->> 'severity' IS NOT NULL GROUP BY 1, 2) x GROUP BY 1
+       ),
+       runs AS (
+         SELECT trace_id,
+                min(seq) AS first_seq,
+                max(seq) AS last_seq,
+                (array_agg(session_id ORDER BY seq) FILTER (WHERE session_id IS NOT NULL AND NOT violation))[1] AS session_id,
+                COALESCE(array_agg(DISTINCT agent) FILTER (WHERE NOT violation), '{}') AS agents,
+                COALESCE(array_agg(DISTINCT name) FILTER (WHERE type = 'tool.call' AND name IS NOT NULL), '{}') AS tools,
+                min(event_time) FILTER (WHERE NOT violation) AS first_time,
+                max(event_time) FILTER (WHERE NOT violation) AS last_time,
+                (array_agg(type ORDER BY seq DESC) FILTER (WHERE type LIKE 'run.%'))[1] AS run_type,
+                max(seq) FILTER (WHERE type LIKE 'run.%') AS status_seq,
+                count(*) FILTER (WHERE NOT violation) AS event_count,
+                count(*) FILTER (WHERE NOT violation AND status = 'error') AS error_count,
+                count(*) FILTER (WHERE violation) AS violation_count
+         FROM page GROUP BY trace_id
+       )
+       INSERT INTO trace_summaries AS s (tenant_id, trace_id, session_id, agents, tools, first_time, last_time, status,
+                                         status_seq, counts, event_count, error_count, violation_count,
+                                         violations_by_severity, first_seq, last_seq)
+       SELECT $1, r.trace_id, r.session_id, r.agents, r.tools, r.first_time, r.last_time,
+              CASE r.run_type WHEN 'run.completed' THEN 'completed' WHEN 'run.failed' THEN 'failed'
+                              WHEN 'run.interrupted' THEN 'interrupted' WHEN 'run.started' THEN 'running'
+                              WHEN 'run.resumed' THEN 'running' ELSE 'unknown' END,
+              r.status_seq, COALESCE(c.counts, '{}'), r.event_count, r.error_count, r.violation_count,
+              COALESCE(v.by_severity, '{}'), r.first_seq, r.last_seq
+       FROM runs r LEFT JOIN counts c USING (trace_id) LEFT JOIN severities v USING (trace_id)
+       ON CONFLICT (tenant_id, trace_id) DO UPDATE SET
+         session_id = COALESCE(s.session_id, excluded.session_id),
+         agents = ARRAY(SELECT DISTINCT x FROM unnest(s.agents || excluded.agents) x ORDER BY 1),
+         tools = ARRAY(SELECT DISTINCT x FROM unnest(s.tools || excluded.tools) x ORDER BY 1),
+         first_time = LEAST(s.first_time, excluded.first_time),
+         last_time = GREATEST(s.last_time, excluded.last_time),
+         status = CASE WHEN excluded.status_seq IS NOT NULL THEN excluded.status ELSE s.status END,
+         status_seq = COALESCE(excluded.status_seq, s.status_seq),
+         counts = query_add_counts(s.counts, excluded.counts),
+         event_count = s.event_count + excluded.event_count,
+         error_count = s.error_count + excluded.error_count,
+         violation_count = s.violation_count + excluded.violation_count,
+         violations_by_severity = query_add_counts(s.violations_by_severity, excluded.violations_by_severity),
+         last_seq = excluded.last_seq`,
+      range,
+    );
+  }
+}

@@ -1,0 +1,131 @@
+import { Injectable, Logger, type OnApplicationBootstrap, type OnModuleDestroy } from '@nestjs/common';
+import { LedgerService } from '../ledger/ledger.service';
+import { ProjectorRepository } from './projector.repository';
+
+/** Entries projected per transaction. */
+export const PROJECTION_PAGE = 5000;
+/** The slow poll: picks up entries appended by other processes (their commits fire no listener here). */
+const POLL_MS = 2000;
+/**
+ * A query waits for the projection to reach the ledger head it saw when the
+ * projection is at most this many entries behind (read-your-writes for
+ * normal traffic); further behind (a bulk load, a rebuild), it answers from
+ * the projection as it is and says so (`projected_seq`).
+ */
+export const SYNC_CATCH_UP_MAX = 20_000;
+const SYNC_CATCH_UP_TIMEOUT_MS = 5000;
+
+/**
+ * Keeps the query read models up to date without touching ingest: the
+ * ledger's append path is unchanged; after each commit `ledger.onAppended`
+ * wakes this projector, which follows the tenant's ledger from its stored
+ * cursor, page by page (a CQRS projection). Exactly once: each page's rows
+ * and the cursor advance commit in one transaction, the cursor row locked.
+ * One walk per tenant at a time in this process (wakes are coalesced); across
+ * processes the cursor row lock serialises them.
+ */
+@Injectable()
+export class ProjectorService implements OnApplicationBootstrap, OnModuleDestroy {
+  private readonly logger = new Logger('QueryProjector');
+  private readonly running = new Map<string, Promise<void>>();
+  private readonly again = new Set<string>();
+  /** The newest cursor this process knows per tenant (it only ever grows). */
+  private readonly known = new Map<string, number>();
+  private timer: NodeJS.Timeout | undefined;
+  private stopped = false;
+
+  constructor(
+    private readonly repo: ProjectorRepository,
+    private readonly ledger: LedgerService,
+  ) {}
+
+  onApplicationBootstrap(): void {
+    this.ledger.onAppended((tenant) => this.wake(tenant));
+    this.timer = setInterval(() => void this.poll(), POLL_MS);
+    this.timer.unref();
+    void this.poll();
+  }
+
+  async onModuleDestroy(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    await Promise.allSettled([...this.running.values()]);
+  }
+
+  /** Projects the tenant's new entries soon (coalesced: one walk at a time per tenant). */
+  wake(tenant: string): void {
+    if (this.stopped) return;
+    if (this.running.has(tenant)) {
+      this.again.add(tenant);
+      return;
+    }
+    const run = this.walk(tenant)
+      .catch((err: unknown) => {
+        if (!this.stopped) {
+          this.logger.error(`projection of tenant ${tenant} failed (retried on the next wake or poll): ${String((err as Error)?.stack ?? err)}`);
+        }
+      })
+      .finally(() => {
+        this.running.delete(tenant);
+        if (this.again.delete(tenant)) this.wake(tenant);
+      });
+    this.running.set(tenant, run);
+  }
+
+  /**
+   * The seq up to which the read models hold the tenant's ledger, after
+   * waiting (bounded) for the projection to reach the head as it is now, when
+   * it is at most SYNC_CATCH_UP_MAX entries behind. Costs one primary-key
+   * lookup when the projection is current.
+   */
+  async catchUp(tenant: string, maxLag = SYNC_CATCH_UP_MAX): Promise<number> {
+    const head = await this.ledger.size(tenant);
+    let seq = this.known.get(tenant) ?? 0;
+    if (seq >= head) return seq;
+    seq = await this.cursor(tenant);
+    if (seq >= head || head - seq > maxLag) return seq;
+    const deadline = Date.now() + SYNC_CATCH_UP_TIMEOUT_MS;
+    while (seq < head && !this.stopped && Date.now() < deadline) {
+      this.wake(tenant);
+      await this.running.get(tenant);
+      seq = await this.cursor(tenant);
+      // another process holds the cursor row: let it finish its page
+      if (seq < head) await new Promise((r) => setTimeout(r, 5));
+    }
+    return seq;
+  }
+
+  /** The stored cursor (also moved by other processes). */
+  async cursor(tenant: string): Promise<number> {
+    const seq = await this.repo.cursor(tenant);
+    this.remember(tenant, seq);
+    return seq;
+  }
+
+  /** Resolves when no walk is running in this process (the benchmark). */
+  async idle(): Promise<void> {
+    while (this.running.size > 0) await Promise.allSettled([...this.running.values()]);
+  }
+
+  private remember(tenant: string, seq: number): void {
+    if (seq > (this.known.get(tenant) ?? 0)) this.known.set(tenant, seq);
+  }
+
+  private async walk(tenant: string): Promise<void> {
+    while (!this.stopped) {
+      const { seq, projected } = await this.repo.projectPage(tenant, PROJECTION_PAGE);
+      this.remember(tenant, seq);
+      if (projected < PROJECTION_PAGE) return;
+    }
+  }
+
+  private async poll(): Promise<void> {
+    if (this.stopped) return;
+    try {
+      for (const tenant of await this.repo.tenantsBehind()) this.wake(tenant);
+    } catch (err) {
+      if (!this.stopped) this.logger.warn(`projection poll failed: ${String(err)}`);
+    }
+  }
+}

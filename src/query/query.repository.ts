@@ -1,0 +1,308 @@
+import { Injectable } from '@nestjs/common';
+import { InjectDataSource } from '@nestjs/typeorm';
+import type { DataSource } from 'typeorm';
+import { containmentCandidates } from './attribute-filter';
+import type { AttributeFilter } from './dto/query.dto';
+
+/** Builds a WHERE clause with numbered parameters. */
+class Where {
+  readonly params: unknown[] = [];
+  private readonly parts: string[] = [];
+
+  constructor(tenant: string, column = 'tenant_id') {
+    this.add(`${column} = ?`, tenant);
+  }
+
+  /** `sql` with each `?` replaced by the next parameter. */
+  add(sql: string, ...values: unknown[]): this {
+    let i = 0;
+    this.parts.push(sql.replace(/\?/g, () => `$${this.params.push(values[i++])}`));
+    return this;
+  }
+
+  param(value: unknown): string {
+    return `$${this.params.push(value)}`;
+  }
+
+  get sql(): string {
+    return this.parts.join(' AND ');
+  }
+}
+
+export interface EventFilter {
+  trace_id?: string;
+  session_id?: string;
+  agent?: string;
+  type?: string;
+  name?: string;
+  status?: string;
+  from?: string;
+  to?: string;
+  attr: AttributeFilter[];
+}
+
+export interface EventRow {
+  seq: string;
+  event_id: string;
+  received_at: Date;
+  leaf_hash: Buffer;
+  chain_hash: Buffer;
+  body: string | null;
+}
+
+export interface TraceFilter {
+  agent?: string;
+  status?: string;
+  from?: string;
+  to?: string;
+  has_violations?: boolean;
+  tool?: string;
+  session_id?: string;
+}
+
+export interface TraceSummaryRow {
+  trace_id: string;
+  session_id: string | null;
+  agents: string[];
+  tools: string[];
+  first_time: Date | null;
+  last_time: Date | null;
+  status: string;
+  counts: Record<string, number>;
+  event_count: number;
+  error_count: number;
+  violation_count: number;
+  violations_by_severity: Record<string, number>;
+  first_seq: string;
+  last_seq: string;
+}
+
+export interface TreeRow {
+  seq: string;
+  span_id: string;
+  parent_span_id: string | null;
+  session_id: string | null;
+  type: string;
+  agent: string;
+  body: string | null;
+  name: string | null;
+  event_time: Date;
+  status: string | null;
+  duration_ms: number | null;
+  event_id: string;
+}
+
+export interface ViolationRow {
+  id: string;
+  rule_id: string;
+  severity: string;
+  message: string;
+  seq: string;
+  ledger_seq: string;
+  status: string;
+}
+
+export interface ReportFilter {
+  from?: string;
+  to?: string;
+  agent?: string;
+}
+
+/**
+ * Read queries of the query module. The lists and reports read the read
+ * models (query_events, trace_summaries, tool_calls, owned by the projector
+ * repository); the trace tree reads the ledger itself (index
+ * ledger_entries_trace, then bodies by primary key) and the violations table
+ * of the policy module, read-only. Each query names the index it relies on;
+ * docs/query-plans.md holds their EXPLAIN output at a million events.
+ */
+@Injectable()
+export class QueryRepository {
+  constructor(@InjectDataSource() private readonly ds: DataSource) {}
+
+  /**
+   * One keyset page of events: the seqs from query_events (an index per
+   * equality filter, each (tenant_id, col, seq); the GIN index for attribute
+   * filters; the primary key otherwise), then records and bodies by primary key.
+   */
+  events(tenant: string, f: EventFilter, order: 'asc' | 'desc', after: number | undefined, limit: number): Promise<EventRow[]> {
+    const { sql, params } = eventsSql(tenant, f, order, after, limit);
+    return this.ds.query(sql, params);
+  }
+
+  /** EXPLAIN (ANALYZE, BUFFERS) of the first page's SQL, exactly as the API runs it (docs/query-plans.md). */
+  explainEvents(tenant: string, f: EventFilter, limit: number): Promise<{ 'QUERY PLAN': string }[]> {
+    const { sql, params } = eventsSql(tenant, f, 'desc', undefined, limit);
+    return this.ds.query(`EXPLAIN (ANALYZE, BUFFERS) ${sql}`, params);
+  }
+
+  /** One keyset page of runs, by first seq (index trace_summaries_first_seq; GIN on agents and tools). */
+  traces(tenant: string, f: TraceFilter, order: 'asc' | 'desc', after: number | undefined, limit: number): Promise<TraceSummaryRow[]> {
+    const { sql, params } = tracesSql(tenant, f, order, after, limit);
+    return this.ds.query(sql, params);
+  }
+
+  explainTraces(tenant: string, f: TraceFilter, limit: number): Promise<{ 'QUERY PLAN': string }[]> {
+    const { sql, params } = tracesSql(tenant, f, 'desc', undefined, limit);
+    return this.ds.query(`EXPLAIN (ANALYZE, BUFFERS) ${sql}`, params);
+  }
+
+  /** Every entry of a trace with its body, in seq order (index ledger_entries_trace, bodies by primary key). */
+  treeRows(tenant: string, traceId: string): Promise<TreeRow[]> {
+    return this.ds.query(
+      `SELECT e.seq, e.span_id, e.parent_span_id, e.session_id, e.type, e.agent, e.name, e.event_time, e.status,
+              e.duration_ms, e.event_id::text AS event_id, b.body
+       FROM ledger_entries e LEFT JOIN ledger_bodies b ON b.tenant_id = e.tenant_id AND b.seq = e.seq
+       WHERE e.tenant_id = $1 AND e.trace_id = $2
+       ORDER BY e.seq`,
+      [tenant, traceId],
+    );
+  }
+
+  /** The policy module's violations of a trace, read-only (index violations_trace). */
+  traceViolations(tenant: string, traceId: string): Promise<ViolationRow[]> {
+    return this.ds.query(
+      `SELECT id::text AS id, rule_id, severity, message, seq, ledger_seq, status
+       FROM violations WHERE tenant_id = $1 AND trace_id = $2 ORDER BY ledger_seq`,
+      [tenant, traceId],
+    );
+  }
+
+  // ---- reports ------------------------------------------------------------------
+
+  /** Per tool: calls, errors, exact percentiles (one sort per tool over tool_calls). */
+  toolStats(tenant: string, f: ReportFilter): Promise<{ tool: string; calls: string; errors: string; p: (number | null)[] | null }[]> {
+    const w = reportWhere(tenant, f, 'event_time', 'agent');
+    return this.ds.query(
+      `SELECT tool, count(*) AS calls, count(*) FILTER (WHERE error) AS errors,
+              percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY duration_ms) AS p
+       FROM tool_calls WHERE ${w.sql} GROUP BY tool ORDER BY tool`,
+      w.params,
+    );
+  }
+
+  /** The slowest calls of each tool, for its slowest traces (index tool_calls_tool, backwards). */
+  slowestCalls(tenant: string, f: ReportFilter, tools: string[], perTool: number): Promise<{ tool: string; trace_id: string; seq: string; duration_ms: number }[]> {
+    const w = reportWhere(tenant, f, 'c.event_time', 'c.agent', 'c.tenant_id');
+    const toolsParam = w.param(tools);
+    return this.ds.query(
+      `SELECT t.tool, s.trace_id, s.seq, s.duration_ms
+       FROM unnest(${toolsParam}::text[]) AS t(tool)
+       CROSS JOIN LATERAL (
+         SELECT c.trace_id, c.seq, c.duration_ms FROM tool_calls c
+         WHERE ${w.sql} AND c.tool = t.tool AND c.duration_ms IS NOT NULL
+         ORDER BY c.duration_ms DESC LIMIT ${w.param(perTool)}
+       ) s`,
+      w.params,
+    );
+  }
+
+  /** Same tool, identical args, min_repeats times or more in one run (index tool_calls_repeats). */
+  repeatedCalls(tenant: string, f: ReportFilter, minRepeats: number, limit: number): Promise<{ trace_id: string; tool: string; n: string; first_seq: string; last_seq: string; args: unknown }[]> {
+    const w = reportWhere(tenant, f, 'event_time', 'agent');
+    return this.ds.query(
+      `WITH loops AS (
+         SELECT trace_id, tool, args_digest, count(*) AS n, min(seq) AS first_seq, max(seq) AS last_seq
+         FROM tool_calls WHERE ${w.sql}
+         GROUP BY trace_id, tool, args_digest HAVING count(*) >= ${w.param(minRepeats)}
+         ORDER BY n DESC, first_seq LIMIT ${w.param(limit)}
+       )
+       SELECT l.trace_id, l.tool, l.n, l.first_seq, l.last_seq, e.attributes -> 'args' AS args
+       FROM loops l LEFT JOIN query_events e ON e.tenant_id = $1 AND e.seq = l.first_seq
+       ORDER BY l.n DESC, l.first_seq`,
+      w.params,
+    );
+  }
+
+  /** Runs with more model calls than `max` (trace_summaries, one row per run). */
+  modelHeavyRuns(tenant: string, f: ReportFilter, max: number, limit: number): Promise<{ trace_id: string; model_calls: string; agents: string[]; status: string }[]> {
+    const w = traceWhere(tenant, { from: f.from, to: f.to, agent: f.agent });
+    w.add(`COALESCE((counts ->> 'model.call')::bigint, 0) > ?`, max);
+    return this.ds.query(
+      `SELECT trace_id, (counts ->> 'model.call')::bigint AS model_calls, agents, status
+       FROM trace_summaries WHERE ${w.sql}
+       ORDER BY model_calls DESC, first_seq LIMIT ${w.param(limit)}`,
+      w.params,
+    );
+  }
+
+  /** Per agent: runs and failed runs (trace_summaries, one row per run and agent). */
+  agentRuns(tenant: string, f: ReportFilter): Promise<{ agent: string; runs: string; failed: string }[]> {
+    const w = traceWhere(tenant, { from: f.from, to: f.to });
+    if (f.agent) w.add(`a = ?`, f.agent);
+    return this.ds.query(
+      `SELECT a AS agent, count(*) AS runs, count(*) FILTER (WHERE status = 'failed') AS failed
+       FROM trace_summaries, unnest(agents) AS a WHERE ${w.sql} GROUP BY a ORDER BY a`,
+      w.params,
+    );
+  }
+
+  /**
+   * Violations by agent and severity, from the policy module's table
+   * (read-only); the time range applies to the offending event's time.
+   */
+  agentViolations(tenant: string, f: ReportFilter): Promise<{ agent: string; severity: string; n: string }[]> {
+    const w = new Where(tenant, 'v.tenant_id');
+    w.add(`v.agent IS NOT NULL`);
+    if (f.agent) w.add(`v.agent = ?`, f.agent);
+    if (f.from) w.add(`e.event_time >= ?::timestamptz`, f.from);
+    if (f.to) w.add(`e.event_time < ?::timestamptz`, f.to);
+    const join = f.from || f.to ? `JOIN query_events e ON e.tenant_id = v.tenant_id AND e.seq = v.seq` : '';
+    return this.ds.query(
+      `SELECT v.agent, v.severity, count(*) AS n FROM violations v ${join} WHERE ${w.sql} GROUP BY 1, 2`,
+      w.params,
+    );
+  }
+}
+
+function traceWhere(tenant: string, f: TraceFilter): Where {
+  const w = new Where(tenant);
+  if (f.agent) w.add(`agents @> ARRAY[?]::text[]`, f.agent);
+  if (f.tool) w.add(`tools @> ARRAY[?]::text[]`, f.tool);
+  if (f.status) w.add(`status = ?`, f.status);
+  if (f.session_id) w.add(`session_id = ?`, f.session_id);
+  if (f.has_violations !== undefined) w.add(f.has_violations ? `violation_count > 0` : `violation_count = 0`);
+  // runs with an event in [from, to)
+  if (f.from) w.add(`last_time >= ?::timestamptz`, f.from);
+  if (f.to) w.add(`first_time < ?::timestamptz`, f.to);
+  return w;
+}
+
+function reportWhere(tenant: string, f: ReportFilter, timeCol: string, agentCol: string, tenantCol = 'tenant_id'): Where {
+  const w = new Where(tenant, tenantCol);
+  if (f.agent) w.add(`${agentCol} = ?`, f.agent);
+  if (f.from) w.add(`${timeCol} >= ?::timestamptz`, f.from);
+  if (f.to) w.add(`${timeCol} < ?::timestamptz`, f.to);
+  return w;
+}
+
+function eventsSql(tenant: string, f: EventFilter, order: 'asc' | 'desc', after: number | undefined, limit: number) {
+  const w = new Where(tenant);
+  for (const col of ['trace_id', 'session_id', 'agent', 'type', 'name', 'status'] as const) {
+    if (f[col] !== undefined) w.add(`${col} = ?`, f[col]);
+  }
+  if (f.from) w.add(`event_time >= ?::timestamptz`, f.from);
+  if (f.to) w.add(`event_time < ?::timestamptz`, f.to);
+  for (const a of f.attr) {
+    w.add(`(${containmentCandidates(a).map((c) => `attributes @> ${w.param(c)}::jsonb`).join(' OR ')})`);
+  }
+  if (after !== undefined) w.add(order === 'asc' ? `seq > ?` : `seq < ?`, after);
+  const dir = order === 'asc' ? 'ASC' : 'DESC';
+  const sql = `WITH page AS (SELECT seq FROM query_events WHERE ${w.sql} ORDER BY seq ${dir} LIMIT ${w.param(limit)})
+     SELECT e.seq, e.event_id::text AS event_id, e.received_at, e.leaf_hash, e.chain_hash, b.body
+     FROM page p
+     JOIN ledger_entries e ON e.tenant_id = $1 AND e.seq = p.seq
+     LEFT JOIN ledger_bodies b ON b.tenant_id = $1 AND b.seq = p.seq
+     ORDER BY e.seq ${dir}`;
+  return { sql, params: w.params };
+}
+
+function tracesSql(tenant: string, f: TraceFilter, order: 'asc' | 'desc', after: number | undefined, limit: number) {
+  const w = traceWhere(tenant, f);
+  if (after !== undefined) w.add(order === 'asc' ? `first_seq > ?` : `first_seq < ?`, after);
+  const dir = order === 'asc' ? 'ASC' : 'DESC';
+  const sql = `SELECT trace_id, session_id, agents, tools, first_time, last_time, status, counts, event_count, error_count,
+            violation_count, violations_by_severity, first_seq, last_seq
+     FROM trace_summaries WHERE ${w.sql} ORDER BY first_seq ${dir} LIMIT ${w.param(limit)}`;
+  return { sql, params: w.params };
+}
