@@ -41,6 +41,8 @@ export interface CheckpointVerification {
   checked: number;
   first_bad_seq?: number;
   reason?: string;
+  /** The size of the checkpoint that failed: the bad entry is at or below it. */
+  checkpoint_size?: number;
 }
 
 const CUT_INTERVAL_MS = 1000;
@@ -206,13 +208,14 @@ export class CheckpointService implements OnModuleInit, OnModuleDestroy {
       if (page.length === 0) break;
       for (const cp of page) {
         const badSignature = this.signatureFailure(tenant, cp);
-        if (badSignature) return { checked, first_bad_seq: cp.size, reason: badSignature };
+        if (badSignature) return { checked, first_bad_seq: cp.size, reason: badSignature, checkpoint_size: cp.size };
         frontier ??= await this.frontierAt(tenant, fromSeq - 1);
         const missing = await this.advance(tenant, frontier, cp.size);
         if (missing !== undefined) return { checked, first_bad_seq: missing, reason: `entry ${missing} is missing` };
         if (!frontier.root().equals(cp.rootHash)) {
           return {
             checked,
+            checkpoint_size: cp.size,
             first_bad_seq: lastGood + 1,
             reason:
               `the checkpoint of size ${cp.size} signed at ${cp.createdAt.toISOString()} does not match the stored entries: ` +
@@ -228,6 +231,7 @@ export class CheckpointService implements OnModuleInit, OnModuleDestroy {
       const badSignature = this.signatureFailure(tenant, latest);
       return {
         checked,
+        checkpoint_size: latest.size,
         first_bad_seq: head + 1,
         reason:
           badSignature ??
@@ -238,19 +242,22 @@ export class CheckpointService implements OnModuleInit, OnModuleDestroy {
     return { checked };
   }
 
-  /** Adds the checkpoint checks to a ledger verification; the lower first bad seq wins. */
-  async withCheckpointChecks(tenant: string, result: VerifyResult): Promise<VerifyResult & { checkpoints_verified: number }> {
+  /**
+   * Adds the checkpoint checks to a ledger verification. The ledger's own
+   * finding names the exact entry, so it stands unless a checkpoint below it
+   * already fails (the bad entry is then before the one the ledger found).
+   */
+  async withCheckpointChecks(tenant: string, result: VerifyResult): Promise<VerifyResult> {
     const cp = await this.verifyCheckpoints(tenant, result.from_seq, result.to_seq);
-    if (cp.first_bad_seq === undefined || (result.first_bad_seq !== undefined && result.first_bad_seq <= cp.first_bad_seq)) {
-      return { ...result, checkpoints_verified: cp.checked };
-    }
+    if (cp.first_bad_seq === undefined) return result;
+    const ledgerBad = result.first_bad_seq;
+    if (ledgerBad !== undefined && (cp.checkpoint_size === undefined || cp.checkpoint_size >= ledgerBad)) return result;
     return {
       ...result,
       ok: false,
       verified: Math.min(result.verified, Math.max(0, cp.first_bad_seq - result.from_seq)),
       first_bad_seq: cp.first_bad_seq,
       reason: cp.reason,
-      checkpoints_verified: cp.checked,
     };
   }
 

@@ -34,7 +34,6 @@ interface Verify {
   verified: number;
   first_bad_seq?: number;
   reason?: string;
-  checkpoints_verified?: number;
 }
 
 interface ListedCheckpoint {
@@ -176,7 +175,6 @@ describe('signed checkpoints', () => {
 
     const v = await verify(A);
     assert.equal(v.ok, true, JSON.stringify(v));
-    assert.equal(v.checkpoints_verified, stored.length);
   });
 
   test('cutNow and latest: the API the export uses', async () => {
@@ -306,7 +304,6 @@ describe('signed checkpoints', () => {
       assert.match(v.reason ?? '', /checkpoint of size 23 .*12\.\.23/);
       const before = (await list(tenant)).map((c) => c.size);
       assert.ok(before.includes(11) && before.at(-1) === 23, before.join());
-      assert.equal(v.checkpoints_verified, before.filter((size) => size < 15).length);
 
       // entries keep arriving: the proof from the signed checkpoint to the new head fails
       await send(tenant, 3);

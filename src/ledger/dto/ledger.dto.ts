@@ -46,6 +46,5 @@ export const verifySchema = z
     to_seq: z.number().int(),
     first_bad_seq: z.number().int().optional(),
     reason: z.string().optional(),
-    checkpoints_verified: z.number().int().optional().describe('signed checkpoints checked against the recomputed tree'),
   })
   .meta({ id: 'LedgerVerification' });
