@@ -62,6 +62,27 @@ export class CheckpointRepository {
     return rows.length === 1;
   }
 
+  /**
+   * Tenants whose ledger has grown past their newest checkpoint (after a
+   * restart: entries committed but not yet checkpointed). A loose index scan
+   * over the primary keys: one probe per tenant, not per entry.
+   */
+  async tenantsBehind(): Promise<string[]> {
+    const rows: { tenant_id: string }[] = await this.ds.query(
+      `WITH RECURSIVE t(tenant_id) AS (
+         (SELECT tenant_id FROM ledger_entries ORDER BY tenant_id LIMIT 1)
+         UNION ALL
+         SELECT (SELECT e.tenant_id FROM ledger_entries e WHERE e.tenant_id > t.tenant_id ORDER BY e.tenant_id LIMIT 1)
+         FROM t WHERE t.tenant_id IS NOT NULL
+       )
+       SELECT t.tenant_id FROM t
+       WHERE t.tenant_id IS NOT NULL
+         AND (SELECT max(seq) FROM ledger_entries e WHERE e.tenant_id = t.tenant_id)
+             > coalesce((SELECT max(size) FROM checkpoints c WHERE c.tenant_id = t.tenant_id), 0)`,
+    );
+    return rows.map((r) => r.tenant_id);
+  }
+
   /** Number of entries in the ledger (ledger_entries primary key, backwards). */
   async ledgerSize(tenant: string, q: Queryable = this.ds): Promise<number> {
     const rows: { seq: string }[] = await q.query(

@@ -121,6 +121,12 @@ export class CheckpointService implements OnModuleInit, OnModuleDestroy {
 
   onModuleInit(): void {
     this.ledger.onAppended((tenant) => this.dirty.add(tenant));
+    // entries committed before a restart and never checkpointed are picked up by the first tick
+    this.ticking = this.repo
+      .tenantsBehind()
+      .then((tenants) => tenants.forEach((t) => this.dirty.add(t)))
+      .catch((err: unknown) => this.logger.warn({ err }, 'could not list tenants awaiting a checkpoint'))
+      .finally(() => (this.ticking = undefined));
     this.timer = setInterval(() => {
       if (!this.ticking) this.ticking = this.tick().finally(() => (this.ticking = undefined));
     }, CUT_INTERVAL_MS);

@@ -224,6 +224,30 @@ describe('signed checkpoints', () => {
     assert.equal((await verify('duo')).ok, true);
   });
 
+  test('after a restart, entries that were never checkpointed get a checkpoint without new appends', async () => {
+    const tenant = 'restarted';
+    const size = await send(tenant, 4);
+    await t.app.get(CheckpointService).cutNow(tenant);
+    await sleep(1200); // this instance's timer has seen the tenant and has nothing left to cut
+    // as if the process had died between the commit and the cut: no checkpoint for these entries
+    await asSuperuser(t.db, async (c: Client) => {
+      await c.query(`SET session_replication_role = replica`);
+      await c.query(`DELETE FROM checkpoints WHERE tenant_id = $1`, [tenant]);
+    });
+    const second: ExtraApp = await startAppOn(t.db, t.config);
+    try {
+      let stored: ListedCheckpoint[] = [];
+      for (let i = 0; i < 30 && stored.length === 0; i++) {
+        await sleep(100);
+        stored = await list(tenant);
+      }
+      assert.deepEqual(stored.map((c) => c.size), [size]);
+      assert.equal(open(stored[0].note, tenant).size, size);
+    } finally {
+      await second.close();
+    }
+  });
+
   describe('history changed by the superuser after a checkpoint', () => {
     /** Rewrites entry `seq`'s record (its received_at), as the superuser with the triggers off. */
     async function rewrite(tenant: string, seq: number, recompute: boolean): Promise<void> {

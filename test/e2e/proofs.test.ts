@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import fc from 'fast-check';
 import { verifyCheckpoint } from '../../src/core/checkpoint';
 import { fromHex } from '../../src/core/encoding';
 import { rootFromLeaves, verifyConsistency, verifyInclusion } from '../../src/core/merkle';
@@ -171,6 +172,36 @@ describe('Merkle proofs', () => {
     const res = await consistency(A, 'from_size=10');
     assert.equal(res.body.to_size, n);
     assert.ok(verifyConsistency(10, n, res.body.path.map(fromHex), roots[10], roots[n]));
+  });
+
+  test('property: any proof verifies; a flipped bit, another size or another root fails (fast-check)', async () => {
+    const n = leaves.length;
+    const flip = (path: Buffer[], at: number, bit: number) => {
+      const out = path.map((h) => Buffer.from(h));
+      out[at % out.length][Math.floor(bit / 8) % 32] ^= 1 << (bit % 8);
+      return out;
+    };
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: 1, max: n }), fc.integer({ min: 1, max: n }), fc.nat(), fc.nat(255), async (a, b, at, bit) => {
+        const [seq, size] = [Math.min(a, b), Math.max(a, b)];
+        const inc = await inclusion(A, `seq=${seq}&tree_size=${size}`);
+        const path = inc.body.path.map(fromHex);
+        assert.ok(verifyInclusion(leaves[seq - 1], seq - 1, size, path, roots[size]));
+        if (path.length) assert.equal(verifyInclusion(leaves[seq - 1], seq - 1, size, flip(path, at, bit), roots[size]), false);
+        const other = size === n ? size - 1 : size + 1;
+        if (other >= seq) assert.equal(verifyInclusion(leaves[seq - 1], seq - 1, other, path, roots[other]), false);
+
+        const con = await consistency(A, `from_size=${seq}&to_size=${size}`);
+        const cpath = con.body.path.map(fromHex);
+        assert.ok(verifyConsistency(seq, size, cpath, roots[seq], roots[size]));
+        if (cpath.length) assert.equal(verifyConsistency(seq, size, flip(cpath, at, bit), roots[seq], roots[size]), false);
+        if (seq < size) {
+          assert.equal(verifyConsistency(seq, size, cpath, roots[seq - 1], roots[size]), false);
+          assert.equal(verifyConsistency(seq + 1, size, cpath, roots[seq + 1], roots[size]), false);
+        }
+      }),
+      { numRuns: 60, seed: 20261125 },
+    );
   });
 
   test('out-of-range and malformed parameters are 400 problems naming the parameter', async () => {

@@ -44,6 +44,8 @@ class TestWitness {
   readonly submissions: Submission[] = [];
   /** Answer the next n requests with a 500. */
   failNext = 0;
+  /** Cosign the next n checkpoints but answer with a line that is not a cosignature. */
+  garbageNext = 0;
   private server?: Server;
   url = '';
 
@@ -107,6 +109,10 @@ class TestWitness {
       return [422, text, 'consistency proof does not verify\n', sub];
     }
     this.state.set(cp.origin, { size: cp.size, root: cp.rootHash });
+    if (this.garbageNext > 0) {
+      this.garbageNext--;
+      return [200, text, `\u2014 ${this.name} ${Buffer.alloc(4 + 64, 7).toString('base64')}\n`, sub];
+    }
     const signedBody = parseNote(note).text;
     return [200, text, cosignCheckpoint(signedBody, this.name, this.privateKey, Math.floor(Date.now() / 1000)), sub];
   }
@@ -207,15 +213,25 @@ describe('witness cosignatures (C2SP tlog-witness)', () => {
   test('a failing witness never blocks ingest and is retried until it cosigns', async () => {
     const tenant = 'globex';
     w1.failNext = 2;
+    w2.garbageNext = 1;
     const start = Date.now();
     const size = await send(tenant, 4);
     assert.ok(Date.now() - start < 3000, 'ingest waited for a witness');
-    // checkpoints are cut and cosigned by the healthy witness meanwhile
-    await cosignedAt(tenant, size, [w2]);
-    // w1 answers 500 twice, then cosigns on a retry
+    // w1 answers 500 twice, w2 answers a line that is not a cosignature (not stored); both succeed on a retry,
+    // w2 after a 409 that names the size it recorded when it answered badly
     const note = await cosignedAt(tenant, size, [w1, w2], 10_000);
     assert.equal(verifyCosignature(note, w1.name, w1.publicKey).checkpoint.size, size);
-    assert.ok(w1.submissions.length > 0);
+    assert.equal(verifyCosignature(note, w2.name, w2.publicKey).checkpoint.size, size);
+    assert.equal(parseNote(note).signatures.length, 3, note);
+    const w2Mine = w2.submissions.filter((s) => s.origin === `${ORIGIN}/${tenant}`);
+    const answeredBadly = w2Mine[0];
+    assert.deepEqual(
+      w2Mine.slice(-2).map((s) => [s.status, s.old]),
+      [
+        [409, 0],
+        [200, answeredBadly.size],
+      ],
+    );
   });
 
   test('a witness that lost track of the log answers 409 with its size; the ledger resubmits from there', async () => {
