@@ -1,4 +1,4 @@
-import { createPublicKey, type JsonWebKey, type KeyObject } from 'node:crypto';
+import { createPublicKey, hash, type JsonWebKey, type KeyObject } from 'node:crypto';
 import { compactVerify, decodeProtectedHeader, type JWK } from 'jose';
 import { BATCH_JWS_TYP } from './batch';
 import {
@@ -12,9 +12,8 @@ import {
   type ExportFilter,
 } from './bundle';
 import { checkpointKeyId, ed25519PublicKeyRaw, parseNote, verifyCheckpoint, type Checkpoint } from './checkpoint';
-import { fromHex } from './encoding';
 import { hashChildren, HASH_SIZE } from './merkle';
-import { batchId, eventDigest, leafHash, LEDGER_KID, recordJcs, type LedgerRecord } from './record';
+import { batchId, LEDGER_KID, recordJcs, type LedgerRecord } from './record';
 
 /**
  * Offline verification of an evidence bundle (DESIGN.md §8). Trust flows from
@@ -85,20 +84,18 @@ export interface VerifyBundleOptions {
   maxFailures?: number;
 }
 
-const RECORD_KEYS = [
-  'agent', 'batch', 'digest', 'id', 'kid', 'name', 'parent_span_id', 'received_at', 'seq', 'session_id',
-  'span_id', 'tenant', 'time', 'trace_id', 'type', 'v',
-].join();
+const RECORD_KEY_COUNT = 16;
 const NULLABLE = new Set(['name', 'parent_span_id', 'session_id']);
 const BODY_FIELDS = ['id', 'trace_id', 'span_id', 'parent_span_id', 'session_id', 'type', 'name', 'agent', 'time'] as const;
 const ENTRY_KEYS = ['body', 'inclusion_proof', 'leaf_hash', 'record', 'seq'].join();
-const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
 class TooManyFailures extends Error {}
 
 interface BatchState {
   /** Verified digest list, or why the batch does not verify. */
   result?: { digests: Set<string> } | { error: string; check: BundleCheck };
+  /** The record kid whose key the signature was checked with. */
+  kid?: string;
   jws: string;
 }
 
@@ -183,14 +180,6 @@ class Verifier {
 
     // 2. The ledger's signature over the manifest and the digest of the contents.
     await this.verifyManifestSignature(b);
-    const digest = new ContentsDigest();
-    digest.add('checkpoint', b.checkpoint);
-    for (const e of b.entries) digest.addEntry(e);
-    for (const x of b.batches) digest.add('batch', x);
-    for (const k of b.producer_keys) digest.add('producer_key', k);
-    if (digest.hex() !== b.contents_digest) {
-      this.fail('contents_digest', 'the contents (checkpoint, entries, batches, producer keys) do not hash to the signed contents_digest: something was added, removed, reordered or changed');
-    }
     if (m.count !== b.entries.length) {
       this.fail('count', `the manifest says ${m.count} entries, the bundle holds ${b.entries.length}`);
     }
@@ -209,7 +198,9 @@ class Verifier {
     if (root) this.inclusion = new InclusionVerifier(size, root);
     for (const k of b.producer_keys) await this.verifyProducerKey(k);
 
-    // 5. The entries.
+    // 5. The entries, hashed into the contents digest as they are checked.
+    const digest = new ContentsDigest();
+    digest.add('checkpoint', b.checkpoint);
     const traces = new Set<string>();
     let prevSeq = 0;
     let from: { t: number; s: string } | null = null;
@@ -217,13 +208,19 @@ class Verifier {
     for (const e of b.entries) {
       if (e.seq <= prevSeq) this.fail('seq', `entry ${e.seq} comes after entry ${prevSeq}: entries must be in ascending seq order without repeats`, e.seq);
       prevSeq = Math.max(prevSeq, e.seq);
-      const { rec, ok } = await this.verifyEntry(e, true);
+      const { rec, ok, bodyDigest } = await this.verifyEntry(e, true);
+      digest.addEntry(e.seq, e.leaf_hash, bodyDigest);
       if (rec && !matchesFilter(rec, m.filter)) this.fail('filter', `the entry does not match the export filter ${JSON.stringify(m.filter)}`, e.seq);
       if (!rec || !ok) continue;
       traces.add(rec.trace_id);
       const t = Date.parse(rec.time);
       if (!from || t < from.t) from = { t, s: rec.time };
       if (!to || t > to.t) to = { t, s: rec.time };
+    }
+    for (const x of b.batches) digest.add('batch', x);
+    for (const k of b.producer_keys) digest.add('producer_key', k);
+    if (digest.hex() !== b.contents_digest) {
+      this.fail('contents_digest', 'the contents (checkpoint, entries, batches, producer keys) do not hash to the signed contents_digest: something was added, removed, reordered or changed');
     }
     this.summary = { ...this.summary, entries: b.entries.length, traces: traces.size, from: from?.s ?? null, to: to?.s ?? null };
   }
@@ -358,29 +355,32 @@ class Verifier {
    * membership, body. Returns the parsed record (when it parses) and whether
    * every check passed.
    */
-  private async verifyEntry(e: BundleEntry, ordered: boolean): Promise<{ rec?: LedgerRecord; ok: boolean }> {
+  private async verifyEntry(e: BundleEntry, ordered: boolean): Promise<{ rec?: LedgerRecord; ok: boolean; bodyDigest: string | null }> {
     const seq = e.seq;
+    const bodyDigest = e.body === null ? null : hash('sha256', e.body, 'base64url');
     const failuresBefore = this.failures.length;
     // Leaf and inclusion: the record's bytes are in the checkpointed tree.
-    const leaf = leafHash(e.record);
+    const leaf = hash('sha256', '\u0000' + e.record, 'buffer');
     if (e.leaf_hash !== leaf.toString('hex')) this.fail('leaf_hash', 'leaf_hash is not H(0x00 || record)', seq);
     if (this.checkpoint && this.inclusion) {
-      const proof = decodeProof(e.inclusion_proof);
       if (seq < 1 || seq > this.checkpoint.size) {
         this.fail('inclusion', `seq ${seq} is outside the checkpoint's tree of ${this.checkpoint.size} entries`, seq);
-      } else if (!proof || !this.inclusion.verify(leaf, seq - 1, proof, ordered)) {
+      } else if (!this.inclusion.verify(leaf, seq - 1, e.inclusion_proof, ordered)) {
         this.fail('inclusion', `the inclusion proof does not lead from the record's leaf to the checkpoint root (tree size ${this.checkpoint.size})`, seq);
       }
     }
     // Record: canonical v1 record of this tenant and seq.
     const rec = this.parseRecord(e);
-    if (!rec) return { ok: false };
-    // Batch signature and membership, with the key the record names.
-    await this.verifyBatch(rec, seq);
+    if (!rec) return { ok: false, bodyDigest };
+    // Batch signature and membership, with the key the record names (each batch's signature once).
+    const state = this.batches.get(rec.batch);
+    if (state?.result && 'digests' in state.result && state.kid === rec.kid) {
+      if (!state.result.digests.has(rec.digest)) this.fail('digest_membership', `the record's digest is not in the signed digest list of batch ${rec.batch}`, seq);
+    } else await this.verifyBatch(rec, seq);
     // Body: hashes to the digest and agrees with the record; null = erased.
     if (e.body === null) {
       this.erased.push({ entry: seq, digest: rec.digest, message: `body erased, digest ${rec.digest}` });
-    } else if (eventDigest(e.body) !== rec.digest) {
+    } else if (bodyDigest !== rec.digest) {
       this.fail('body', "the body does not hash to the record's digest", seq);
     } else {
       let body: Record<string, unknown> | undefined;
@@ -394,7 +394,7 @@ class Verifier {
         if (differs) this.fail('body', `the body's ${differs} differs from the record's`, seq);
       }
     }
-    return { rec, ok: this.failures.length === failuresBefore };
+    return { rec, ok: this.failures.length === failuresBefore, bodyDigest };
   }
 
   private parseRecord(e: BundleEntry): LedgerRecord | undefined {
@@ -406,14 +406,17 @@ class Verifier {
       this.fail('record', 'the record is not JSON', seq);
       return undefined;
     }
-    if (!isObject(rec) || Object.keys(rec).sort().join() !== RECORD_KEYS) {
+    // Exactly the 16 v1 members: recordJcs below writes exactly those, so the text comparison checks the names.
+    if (!isObject(rec) || Object.keys(rec).length !== RECORD_KEY_COUNT) {
       this.fail('record', 'the record does not have exactly the v1 fields', seq);
       return undefined;
     }
     const r = rec as unknown as Record<string, unknown>;
-    const typesOk = Object.entries(r).every(([k, val]) =>
-      k === 'seq' || k === 'v' ? true : typeof val === 'string' ? !LONE_SURROGATE.test(val) : val === null && NULLABLE.has(k),
-    );
+    let typesOk = true;
+    for (const k in r) {
+      const val = r[k];
+      if (k !== 'seq' && k !== 'v' && typeof val !== 'string' && !(val === null && NULLABLE.has(k))) typesOk = false;
+    }
     if (!typesOk || rec.v !== 1 || !Number.isSafeInteger(rec.seq)) {
       this.fail('record', 'the record has a field of the wrong type or an unknown version', seq);
       return undefined;
@@ -453,6 +456,11 @@ class Verifier {
       }
       signer = { ...k, headerKid: rec.kid };
     }
+    if (state.kid !== undefined && state.kid !== rec.kid) {
+      this.fail('batch_signature', `batch ${rec.batch} is signed by "${state.kid}", this record names "${rec.kid}"`, seq);
+      return;
+    }
+    state.kid = rec.kid;
     state.result ??= await verifyBatchJws(state.jws, signer.key, signer.alg, signer.headerKid);
     const r = state.result;
     if ('error' in r) this.fail(r.check, `batch ${rec.batch}: ${r.error}`, seq);
@@ -489,23 +497,30 @@ async function verifyBatchJws(
  * and its siblings up to the root are remembered only once its path reached
  * the trusted root, and an early stop at a remembered node still requires the
  * rest of the proof to equal the remembered siblings: every proof element is
- * checked, as with the plain algorithm.
+ * checked, as with the plain algorithm. Proof elements may be given as bytes
+ * or as lowercase hex (decoded only when hashed).
  */
 export class InclusionVerifier {
-  /** Node [start, end) -> its hash and the end of its parent's range (for pruning). */
-  private readonly known = new Map<string, { hash: Buffer; parentEnd: number }>();
+  /** Node [start, end) -> its hex hash and the end of its parent's range (for pruning). */
+  private readonly known = new Map<number | string, { hex: string; parentEnd: number }>();
+  private readonly numericKeys: boolean;
+  private added = 0;
 
   constructor(
     private readonly size: number,
     root: Uint8Array,
   ) {
-    this.known.set(`0-${size}`, { hash: Buffer.from(root), parentEnd: Infinity });
+    this.numericKeys = (size + 1) * (size + 1) < Number.MAX_SAFE_INTEGER;
+    this.known.set(this.key(0, size), { hex: Buffer.from(root).toString('hex'), parentEnd: Infinity });
+  }
+
+  private key(start: number, end: number): number | string {
+    return this.numericKeys ? start * (this.size + 1) + end : `${start}-${end}`;
   }
 
   /** `remember`: keep the nodes for the next leaves (pass false for out-of-order one-offs). */
-  verify(leaf: Uint8Array, index: number, proof: readonly Uint8Array[], remember = true): boolean {
-    if (!Number.isSafeInteger(index) || index < 0 || index >= this.size) return false;
-    if (leaf.length !== HASH_SIZE || !proof.every((p) => p.length === HASH_SIZE)) return false;
+  verify(leaf: Uint8Array, index: number, proof: readonly (Uint8Array | string)[], remember = true): boolean {
+    if (!Number.isSafeInteger(index) || index < 0 || index >= this.size || leaf.length !== HASH_SIZE) return false;
     // The path's inner nodes bottom-up: the node [start, end), its split k, and whether the leaf is on the left.
     const path: { start: number; end: number; k: number; left: boolean }[] = [];
     let start = 0;
@@ -520,25 +535,29 @@ export class InclusionVerifier {
     }
     path.reverse();
     if (proof.length !== path.length) return false;
-    if (path.length === 0) return this.known.get(`0-${this.size}`)!.hash.equals(leaf);
-    const sibling = (n: (typeof path)[number]) => (n.left ? `${n.start + n.k}-${n.end}` : `${n.start}-${n.start + n.k}`);
-    const child = (n: (typeof path)[number]) => (n.left ? `${n.start}-${n.start + n.k}` : `${n.start + n.k}-${n.end}`);
-    const computed: [string, { hash: Buffer; parentEnd: number }][] = [];
+    const leafHex = Buffer.from(leaf).toString('hex');
+    if (path.length === 0) return this.known.get(this.key(0, this.size))!.hex === leafHex;
+    const sibling = (n: (typeof path)[number]) => (n.left ? this.key(n.start + n.k, n.end) : this.key(n.start, n.start + n.k));
+    const child = (n: (typeof path)[number]) => (n.left ? this.key(n.start, n.start + n.k) : this.key(n.start + n.k, n.end));
+    const computed: [number | string, { hex: string; parentEnd: number }][] = [];
     let r: Buffer = Buffer.from(leaf);
+    let rHex = leafHex;
     for (let i = 0; i < path.length; i++) {
       const node = path[i];
-      const p = Buffer.from(proof[i]);
-      computed.push([child(node), { hash: r, parentEnd: node.end }], [sibling(node), { hash: p, parentEnd: node.end }]);
-      r = node.left ? hashChildren(r, p) : hashChildren(p, r);
-      const known = this.known.get(`${node.start}-${node.end}`);
+      const p = proofBytes(proof[i]);
+      if (!p) return false;
+      computed.push([child(node), { hex: rHex, parentEnd: node.end }], [sibling(node), { hex: p.hex, parentEnd: node.end }]);
+      r = node.left ? hashChildren(r, p.bytes) : hashChildren(p.bytes, r);
+      rHex = r.toString('hex');
+      const known = this.known.get(this.key(node.start, node.end));
       if (!known) continue;
-      if (!known.hash.equals(r)) return false;
+      if (known.hex !== rHex) return false;
       // The rest of the proof must be the remembered siblings; if one was forgotten, keep hashing.
       let rest = true;
       for (let j = i + 1; j < path.length && rest; j++) {
         const s = this.known.get(sibling(path[j]));
         if (!s) rest = false;
-        else if (!s.hash.equals(proof[j])) return false;
+        else if (s.hex !== hexOf(proof[j])) return false;
       }
       if (!rest) continue;
       if (remember) this.remember(computed, index);
@@ -547,25 +566,26 @@ export class InclusionVerifier {
     return false; // the root is always known, so the loop ends there
   }
 
-  private remember(nodes: [string, { hash: Buffer; parentEnd: number }][], index: number): void {
-    if (this.known.size > 4096) {
+  private remember(nodes: [number | string, { hex: string; parentEnd: number }][], index: number): void {
+    this.added += nodes.length;
+    if (this.added > 8192) {
       // nodes whose parent lies wholly left of this leaf are never on a later (ascending) path
       for (const [k, n] of this.known) if (n.parentEnd <= index) this.known.delete(k);
+      this.added = 0;
     }
     for (const [k, n] of nodes) this.known.set(k, n);
   }
 }
 
-function decodeProof(hexes: readonly string[]): Buffer[] | undefined {
-  try {
-    return hexes.map((h) => {
-      const b = fromHex(h);
-      if (b.length !== HASH_SIZE) throw new Error('not a hash');
-      return b;
-    });
-  } catch {
-    return undefined;
-  }
+function hexOf(p: Uint8Array | string): string {
+  return typeof p === 'string' ? p : Buffer.from(p).toString('hex');
+}
+
+/** A proof element as bytes and canonical hex, or undefined when it is not a 32-byte hash (in lowercase hex). */
+function proofBytes(p: Uint8Array | string): { bytes: Buffer; hex: string } | undefined {
+  if (typeof p !== 'string') return p.length === HASH_SIZE ? { bytes: Buffer.from(p), hex: Buffer.from(p).toString('hex') } : undefined;
+  const bytes = Buffer.from(p, 'hex');
+  return bytes.length === HASH_SIZE && bytes.toString('hex') === p ? { bytes, hex: p } : undefined;
 }
 
 function toPublicKey(k: KeyObject | JWK): KeyObject {

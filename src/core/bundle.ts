@@ -99,30 +99,46 @@ export interface EvidenceBundle {
 export type BundleSection = 'checkpoint' | 'entry' | 'batch' | 'producer_key';
 
 /**
- * contents_digest = hex SHA-256 of the lines `JCS([section, item]) || 0x0A`,
- * one per item in file order: the checkpoint note, each entry, each batch,
- * each producer key. JCS text has no raw newline, so the lines are
- * unambiguous; the section name keeps an item from moving between arrays.
+ * contents_digest = hex SHA-256 of one line per item, in file order:
+ *
+ *   ["checkpoint",<note>]                          the checkpoint note
+ *   ["entry",<seq>,"<leaf_hash>",<body digest>]    each entry: its leaf hash commits to the
+ *                                                  record, the body digest b64u(H(body)) (null
+ *                                                  when erased) to the body
+ *   ["batch",{"batch":…,"jws":…}]                  each batch
+ *   ["producer_key",{…}]                           each producer key, whole
+ *
+ * each line being the JCS text of that array followed by 0x0A. JCS text has
+ * no raw newline, so the lines are unambiguous; the section name keeps an
+ * item from moving between arrays. Entries are hashed by their leaf hash and
+ * body digest rather than by their whole text so that neither side has to
+ * re-serialise a record and a body per entry (the verifier checks the leaf
+ * hash against the record and the proof against the checkpoint anyway).
  */
 export class ContentsDigest {
   private readonly hash = createHash('sha256');
 
-  /** Adds an item given its JCS text (what the writer also writes to the file). */
-  addJcs(section: BundleSection, itemJcs: string): void {
-    this.hash.update(`[${JSON.stringify(section)},`).update(itemJcs).update(']\n');
-  }
-
-  add(section: BundleSection, item: unknown): void {
+  add(section: Exclude<BundleSection, 'entry'>, item: unknown): void {
     this.addJcs(section, jcs(item));
   }
 
-  addEntry(e: BundleEntry): void {
-    this.addJcs('entry', entryJcs(e));
+  /** An entry by its leaf hash (hex, as in the file) and its body digest (b64u(H(body)), null when erased). */
+  addEntry(seq: number, leafHashHex: string, bodyDigest: string | null): void {
+    this.hash.update(`["entry",${seq},${JSON.stringify(leafHashHex)},${bodyDigest === null ? 'null' : JSON.stringify(bodyDigest)}]\n`);
+  }
+
+  private addJcs(section: BundleSection, itemJcs: string): void {
+    this.hash.update(`[${JSON.stringify(section)},`).update(itemJcs).update(']\n');
   }
 
   hex(): string {
     return this.hash.digest('hex');
   }
+}
+
+/** b64u(H(body)): equals the record's `digest` for an untouched body. */
+export function bodyDigest(body: string): string {
+  return createHash('sha256').update(body).digest('base64url');
 }
 
 /** The JCS text the ledger signs: `{"contents_digest": …, "manifest": …}`. */
@@ -170,9 +186,8 @@ export function matchesFilter(record: Pick<LedgerRecord, 'trace_id' | 'session_i
  * the generic canonicaliser): the writer and the verifier call it per entry.
  */
 export function entryJcs(e: BundleEntry): string {
-  const proof = e.inclusion_proof.map((p) => JSON.stringify(p)).join(',');
   return (
-    `{"body":${e.body === null ? 'null' : JSON.stringify(e.body)},"inclusion_proof":[${proof}],` +
+    `{"body":${e.body === null ? 'null' : JSON.stringify(e.body)},"inclusion_proof":${JSON.stringify(e.inclusion_proof)},` +
     `"leaf_hash":${JSON.stringify(e.leaf_hash)},"record":${JSON.stringify(e.record)},"seq":${e.seq}}`
   );
 }
@@ -198,15 +213,19 @@ export class BundleWriter {
   entry(e: BundleEntry): string {
     this.expect('entries');
     this.entryCount++;
-    return this.item('entry', entryJcs(e));
+    this.digest.addEntry(e.seq, e.leaf_hash, e.body === null ? null : bodyDigest(e.body));
+    return this.item(entryJcs(e));
   }
 
   batch(b: BundleBatch): string {
-    return this.moveTo('batches') + this.item('batch', jcs({ batch: b.batch, jws: b.jws }));
+    const item = { batch: b.batch, jws: b.jws };
+    this.digest.add('batch', item);
+    return this.moveTo('batches') + this.item(jcs(item));
   }
 
   producerKey(k: BundleProducerKey): string {
-    return this.moveTo('producer_keys') + this.item('producer_key', jcs(k));
+    this.digest.add('producer_key', k);
+    return this.moveTo('producer_keys') + this.item(jcs(k));
   }
 
   get count(): number {
@@ -227,8 +246,7 @@ export class BundleWriter {
     return `,"manifest":${jcs(manifest)},\n"contents_digest":${JSON.stringify(contentsDigest)},\n"signature":${JSON.stringify(signature)}}\n`;
   }
 
-  private item(section: BundleSection, text: string): string {
-    this.digest.addJcs(section, text);
+  private item(text: string): string {
     const sep = this.first ? '\n' : ',\n';
     this.first = false;
     return sep + text;

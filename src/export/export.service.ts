@@ -11,7 +11,8 @@ import {
   type BundleProducerKey,
   type ExportFilter,
 } from '../core/bundle';
-import { assembleInclusionProof, inclusionProofRefs, nodeKey, type NodeRef } from '../core/merkle';
+import { nodeKey, type NodeRef } from '../core/merkle';
+import { key as nodeNumber, ProofBatch } from '../core/proof-batch';
 import { LEDGER_KID } from '../core/record';
 import { KeysService } from '../keys/keys.service';
 import { CheckpointService, type SignedCheckpoint } from '../ledger/checkpoint.service';
@@ -74,10 +75,11 @@ export class ExportService {
 
     // 1. Entries, page by page, each with its inclusion proof to the checkpoint.
     const kids = new Set<string>();
+    const proofBatch = new ProofBatch(cp.size);
     for (let after = 0; ; ) {
       const rows = await this.repo.page(tenant, filter, after, cp.size, PAGE);
       if (!rows.length) break;
-      const proofs = await this.proofs(tenant, rows.map((r) => r.seq), cp.size);
+      const proofs = await this.proofs(tenant, rows.map((r) => r.seq), proofBatch);
       let out = '';
       for (const r of rows) {
         out += w.entry(bundleEntry(r.seq, r.record, r.body, proofs.get(r.seq)!));
@@ -89,7 +91,7 @@ export class ExportService {
     }
 
     // 2. The producer keys those entries name, each with its registration entry.
-    const producerKeys = await this.producerKeys(tenant, kids, cp.size);
+    const producerKeys = await this.producerKeys(tenant, kids, proofBatch);
 
     // 3. Batches: a second pass over the matching entries, then the registrations' batches.
     const pending = new Set(producerKeys.map((k) => (JSON.parse(k.registration.record) as { batch: string }).batch));
@@ -152,15 +154,15 @@ export class ExportService {
   }
 
   /** Inclusion proofs of `seqs` in the tree of `size`: one node lookup for the whole page. */
-  private async proofs(tenant: string, seqs: number[], size: number): Promise<Map<number, Buffer[]>> {
-    const refs = new Map<string, NodeRef>();
-    for (const seq of seqs) for (const r of inclusionProofRefs(seq - 1, size)) refs.set(nodeKey(r), r);
-    const nodes = await this.ledger.nodes(tenant, [...refs.values()]);
-    const lookup = (r: NodeRef) => nodes.get(nodeKey(r))!;
-    return new Map(seqs.map((seq) => [seq, assembleInclusionProof(seq - 1, size, lookup)]));
+  private async proofs(tenant: string, seqs: number[], batch: ProofBatch): Promise<Map<number, Buffer[]>> {
+    const refs = batch.refs(seqs.map((s) => s - 1));
+    const found = await this.ledger.nodes(tenant, refs);
+    const nodes = new Map<number, Buffer>(refs.map((r) => [nodeNumber(r.level, r.index), found.get(nodeKey(r))!]));
+    const lookup = (r: NodeRef) => nodes.get(nodeNumber(r.level, r.index))!;
+    return new Map(seqs.map((seq) => [seq, batch.proof(seq - 1, lookup)]));
   }
 
-  private async producerKeys(tenant: string, kids: Set<string>, size: number): Promise<BundleProducerKey[]> {
+  private async producerKeys(tenant: string, kids: Set<string>, proofBatch: ProofBatch): Promise<BundleProducerKey[]> {
     if (!kids.size) return [];
     const registered = new Map((await this.keys.list(tenant)).filter((k) => kids.has(k.kid)).map((k) => [k.kid, k]));
     const missing = [...kids].filter((kid) => !registered.has(kid));
@@ -168,7 +170,7 @@ export class ExportService {
     const rows = new Map<number, ExportRow>(
       (await this.repo.entriesAt(tenant, [...registered.values()].map((k) => k.registered_seq))).map((r) => [r.seq, r]),
     );
-    const proofs = await this.proofs(tenant, [...rows.keys()], size);
+    const proofs = await this.proofs(tenant, [...rows.keys()], proofBatch);
     return [...registered.values()].map((k) => {
       const row = rows.get(k.registered_seq)!;
       const { kid: _kid, ...jwk } = k.jwk;

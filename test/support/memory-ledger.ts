@@ -3,6 +3,7 @@ import { calculateJwkThumbprint, exportJWK, type JWK } from 'jose';
 import { signBatch, type BatchAlgorithm } from '../../src/core/batch';
 import {
   BUNDLE_FORMAT,
+  bodyDigest,
   bundleEntry,
   ContentsDigest,
   matchesFilter,
@@ -14,7 +15,7 @@ import {
 import { formatCheckpointBody, signCheckpoint } from '../../src/core/checkpoint';
 import type { TraceEvent } from '../../src/core/event';
 import { jcs } from '../../src/core/jcs';
-import { assembleInclusionProof, rootFromLeaves, type NodeRef } from '../../src/core/merkle';
+import { assembleInclusionProof, hashChildren, rootFromLeaves, type NodeRef } from '../../src/core/merkle';
 import { batchId, buildRecord, eventDigest, leafHash, LEDGER_KID, recordJcs, type LedgerRecord } from '../../src/core/record';
 import { producerKey, type TestProducer } from './factories';
 
@@ -107,9 +108,24 @@ export class MemoryLedger {
   }
 
   proof(seq: number, size: number): Buffer[] {
-    const leaves = this.entries.slice(0, size).map((e) => e.leaf);
-    const lookup = (r: NodeRef) => rootFromLeaves(leaves.slice(r.index * 2 ** r.level, (r.index + 1) * 2 ** r.level));
-    return assembleInclusionProof(seq - 1, size, lookup);
+    const levels = this.levels(size);
+    return assembleInclusionProof(seq - 1, size, (r: NodeRef) => levels[r.level][r.index]);
+  }
+
+  private levelsCache?: { size: number; levels: Buffer[][] };
+
+  /** Every complete node by level (level 0 = leaves), computed once per tree size. */
+  private levels(size: number): Buffer[][] {
+    if (this.levelsCache?.size === size) return this.levelsCache.levels;
+    const levels: Buffer[][] = [this.entries.slice(0, size).map((e) => e.leaf)];
+    while (levels[levels.length - 1].length >= 2) {
+      const below = levels[levels.length - 1];
+      const up: Buffer[] = [];
+      for (let i = 0; i + 1 < below.length; i += 2) up.push(hashChildren(below[i], below[i + 1]));
+      levels.push(up);
+    }
+    this.levelsCache = { size, levels };
+    return levels;
   }
 
   /** The bundle the service would export for `filter`, at the current size. */
@@ -128,7 +144,7 @@ export class MemoryLedger {
     const batches = batchIds.map((batch) => ({ batch, jws: this.batches.get(batch)! }));
     const digest = new ContentsDigest();
     digest.add('checkpoint', checkpoint);
-    for (const e of entries) digest.add('entry', e);
+    for (const e of entries) digest.addEntry(e.seq, e.leaf_hash, e.body === null ? null : bodyDigest(e.body));
     for (const b of batches) digest.add('batch', b);
     for (const k of producer_keys) digest.add('producer_key', k);
     const contents_digest = digest.hex();
@@ -149,7 +165,7 @@ export class MemoryLedger {
   async resign(b: EvidenceBundle): Promise<void> {
     const digest = new ContentsDigest();
     digest.add('checkpoint', b.checkpoint);
-    for (const e of b.entries) digest.add('entry', e);
+    for (const e of b.entries) digest.addEntry(e.seq, e.leaf_hash, e.body === null ? null : bodyDigest(e.body));
     for (const x of b.batches) digest.add('batch', x);
     for (const k of b.producer_keys) digest.add('producer_key', k);
     b.contents_digest = digest.hex();

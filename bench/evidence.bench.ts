@@ -1,0 +1,180 @@
+import { createHash, randomUUID } from 'node:crypto';
+import { createWriteStream, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { JWK } from 'jose';
+import { mintToken } from '../src/auth/token';
+import { newSpanId, newTraceId } from '../src/client/ledger-client';
+import { signBatch } from '../src/core/batch';
+import type { EvidenceBundle } from '../src/core/bundle';
+import { verifyBundle } from '../src/core/bundle-verifier';
+import type { TraceEvent } from '../src/core/event';
+import { producerKey, registerKey } from '../test/support/factories';
+import { BENCH_SECRET, startBenchDb, startService, table } from './support';
+
+/**
+ * npm run bench:evidence — evidence export and offline verification.
+ *
+ * A ledger of BENCH_EVIDENCE_ENTRIES (default 100k) realistic events is built
+ * through the service's own append path (signed batches of 1000 over HTTP,
+ * 4 clients). Then POST /v1/exports streams bundles of 10k and of all
+ * entries to disk (entries/s; the service's RSS sampled every 20 ms during
+ * each export, against its RSS before: flat memory means the two exports
+ * peak alike). Finally the big bundle is verified offline with the pure
+ * verifier, against, in the same run, a raw SHA-256 loop over the same
+ * bytes: each entry's record and body (the two hashes no verifier can skip),
+ * and the whole file.
+ */
+
+const ENTRIES = Number(process.env.BENCH_EVIDENCE_ENTRIES ?? 100_000);
+const SMALL = Math.min(10_000, ENTRIES);
+const BATCH = 1000;
+const CLIENTS = 4;
+const TOOLS = ['search_kb', 'lookup_customer', 'lookup_order', 'refund_payment', 'send_email', 'create_ticket'];
+const T0 = Date.UTC(2026, 10, 25, 10, 0, 0);
+const timeOf = (i: number) => new Date(T0 + i).toISOString();
+
+function realisticEvent(i: number, trace: string, root: string): TraceEvent {
+  const tool = TOOLS[i % TOOLS.length];
+  return {
+    id: randomUUID(),
+    trace_id: trace,
+    span_id: newSpanId(),
+    parent_span_id: root,
+    session_id: `conv-${trace.slice(0, 8)}`,
+    type: i % 2 ? 'tool.result' : 'tool.call',
+    name: tool,
+    agent: 'bench-agent',
+    time: timeOf(i),
+    duration_ms: 5 + (i % 300),
+    status: i % 17 ? 'ok' : 'error',
+    attributes: {
+      args: { order_id: `A-${1000 + (i % 9000)}`, customer_id: `C-${i % 5000}`, amount: (i % 400) + 0.5, currency: 'EUR' },
+      model: 'gpt-5-mini',
+      usage: { input_tokens: 200 + (i % 900), output_tokens: 40 + (i % 200) },
+      note: 'customer asked about a late delivery and a partial refund for the damaged item',
+    },
+  };
+}
+
+function rssKiB(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) : NaN;
+}
+
+const mib = (kib: number) => (kib / 1024).toFixed(0);
+
+async function main(): Promise<void> {
+  const db = await startBenchDb();
+  const svc = await startService(db, { LOG_LEVEL: 'fatal' });
+  const dir = mkdtempSync(join(tmpdir(), 'bench-evidence-'));
+  const rows: (string | number)[][] = [['measure', 'value', 'detail']];
+  try {
+    const secret = new TextEncoder().encode(BENCH_SECRET);
+    const tenant = 'evidence';
+    const key = await producerKey();
+    await registerKey(svc.url, await mintToken({ secret, tenant, scope: 'admin' }), key);
+    const writer = await mintToken({ secret, tenant, scope: 'events:write' });
+    const exporter = await mintToken({ secret, tenant, scope: 'export:create', sub: 'bench' });
+
+    // 1. The ledger, through the service's own append path.
+    const bodies: string[] = [];
+    for (let b = 0; b * BATCH < ENTRIES; b++) {
+      const trace = newTraceId();
+      const root = newSpanId();
+      const n = Math.min(BATCH, ENTRIES - b * BATCH);
+      const evs = Array.from({ length: n }, (_, i) => realisticEvent(b * BATCH + i, trace, root));
+      bodies.push(JSON.stringify({ events: evs, signature: await signBatch(evs, key.privateKey, key.kid, key.alg) }));
+    }
+    const tIngest = performance.now();
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: CLIENTS }, async () => {
+        while (next < bodies.length) {
+          const res = await fetch(`${svc.url}/v1/events`, {
+            method: 'POST',
+            headers: { authorization: `Bearer ${writer}`, 'content-type': 'application/json' },
+            body: bodies[next++],
+          });
+          await res.arrayBuffer();
+          if (res.status !== 201) throw new Error(`ingest answered ${res.status}`);
+        }
+      }),
+    );
+    const ingestS = (performance.now() - tIngest) / 1000;
+    rows.push(['ledger built (signed ingest over HTTP)', `${ENTRIES} entries`, `${(ENTRIES / ingestS).toFixed(0)} events/s`]);
+
+    // 2. Exports, streamed to disk, with the service's RSS sampled meanwhile.
+    const exportOnce = async (count: number, file: string) => {
+      const pid = svc.child.pid!;
+      const before = rssKiB(pid);
+      let peak = before;
+      const sampler = setInterval(() => (peak = Math.max(peak, rssKiB(pid))), 20);
+      const t = performance.now();
+      const res = await fetch(`${svc.url}/v1/exports`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${exporter}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ from: timeOf(0), to: timeOf(count) }),
+      });
+      if (res.status !== 200) throw new Error(`export answered ${res.status}: ${await res.text()}`);
+      await pipeline(Readable.fromWeb(res.body! as import('node:stream/web').ReadableStream), createWriteStream(file));
+      const seconds = (performance.now() - t) / 1000;
+      clearInterval(sampler);
+      peak = Math.max(peak, rssKiB(pid));
+      return { seconds, before, peak, bytes: statSync(file).size };
+    };
+    const smallFile = join(dir, 'small.json');
+    const bigFile = join(dir, 'big.json');
+    await exportOnce(Math.min(1000, ENTRIES), join(dir, 'warm.json'));
+    const small = await exportOnce(SMALL, smallFile);
+    const big = await exportOnce(ENTRIES, bigFile);
+    for (const [n, r] of [[SMALL, small], [ENTRIES, big]] as const) {
+      rows.push([
+        `export ${n} entries (POST /v1/exports, streamed)`,
+        `${(n / r.seconds).toFixed(0)} entries/s`,
+        `${r.seconds.toFixed(2)} s, ${(r.bytes / 2 ** 20).toFixed(0)} MiB, service RSS ${mib(r.before)} -> peak ${mib(r.peak)} MiB (+${mib(r.peak - r.before)})`,
+      ]);
+    }
+
+    // 3. Offline verification of the big bundle, against raw SHA-256 over the same bytes.
+    const jwks = (await (await fetch(`${svc.url}/.well-known/jwks.json`)).json()) as { keys: JWK[] };
+    const bytes = readFileSync(bigFile);
+    const tParse = performance.now();
+    const bundle = JSON.parse(bytes.toString('utf8')) as EvidenceBundle;
+    const parseS = (performance.now() - tParse) / 1000;
+    const tVerify = performance.now();
+    const result = await verifyBundle(bundle, jwks.keys[0]);
+    const verifyS = (performance.now() - tVerify) / 1000;
+    if (!result.ok) throw new Error(`the exported bundle does not verify: ${JSON.stringify(result.failures.slice(0, 3))}`);
+    const tRaw = performance.now();
+    let sink = 0;
+    for (const e of bundle.entries) {
+      sink ^= createHash('sha256').update(e.record).digest()[0];
+      if (e.body !== null) sink ^= createHash('sha256').update(e.body).digest()[0];
+    }
+    const rawS = (performance.now() - tRaw) / 1000;
+    const tFile = performance.now();
+    const fileHash = createHash('sha256');
+    for (let i = 0; i < bytes.length; i += 1 << 16) fileHash.update(bytes.subarray(i, i + (1 << 16)));
+    fileHash.digest();
+    const fileS = (performance.now() - tFile) / 1000;
+    const n = bundle.entries.length;
+    rows.push(['offline verify (verifyBundle, parsed bundle)', `${(n / verifyS).toFixed(0)} entries/s`, `${verifyS.toFixed(2)} s for ${n} entries`]);
+    rows.push(['offline verify incl. JSON.parse of the file', `${(n / (verifyS + parseS)).toFixed(0)} entries/s`, `parse ${parseS.toFixed(2)} s`]);
+    rows.push(['raw SHA-256 of each record and body (same bytes)', `${(n / rawS).toFixed(0)} entries/s`, `${rawS.toFixed(3)} s (sink ${sink})`]);
+    rows.push(['verify / raw per-entry hashing', `${((rawS / verifyS) * 100).toFixed(0)} %`, `incl. parse ${((rawS / (verifyS + parseS)) * 100).toFixed(0)} %`]);
+    rows.push(['raw SHA-256 of the whole file', `${(n / fileS).toFixed(0)} entries/s`, `${(bytes.length / 2 ** 20 / fileS).toFixed(0)} MiB/s`]);
+    process.stdout.write(`\nbench:evidence (${ENTRIES} entries, checkpoint size ${bundle.manifest.checkpoint_size})\n${table(rows)}\n`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+    await svc.stop();
+    await db.stop();
+  }
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`${(e as Error).stack ?? String(e)}\n`);
+  process.exit(1);
+});
