@@ -100,6 +100,14 @@ describe('evidence bundle verifier', () => {
     assert.deepEqual(r.erased, [{ entry: 4, digest, message: `body erased, digest ${digest}` }]);
   });
 
+  test('a body stripped after export (made to look erased): fails (contents digest)', async () => {
+    const t = clone(bundle);
+    t.entries[1].body = null;
+    const r = await verifyBundle(t, ledger.ledgerKey.publicJwk);
+    assertFails(r, 'contents_digest');
+    assert.deepEqual(r.erased.map((e) => e.entry), [4]);
+  });
+
   test('a body byte changed: fails on that entry (body)', async () => {
     const t = clone(bundle);
     t.entries[2].body = t.entries[2].body!.replace('"amount":250', '"amount":251');
