@@ -4,6 +4,7 @@ import {
   parseScopeKey,
   PolicyEngine,
   type LedgerEventForPolicy,
+  type PolicySet,
   type ScopeKey,
   type Violation,
 } from '../core/policy';
@@ -22,6 +23,9 @@ interface Found {
 
 interface TenantEngine {
   engine: PolicyEngine;
+  types: string[] | null;
+  /** The cursor when this engine started: it has seen every relevant event after it. */
+  origin: number;
   hash: string;
   /** The cursor this engine's state corresponds to; any other cursor means start over. */
   seq: number;
@@ -36,6 +40,8 @@ export interface RetroResult {
 }
 
 const MAX_SEQ = Number.MAX_SAFE_INTEGER;
+/** Pages evaluated without violations before the cursor is written anyway. */
+const CURSOR_LAG = 10;
 /** Most violation entries written in one ledger batch by retro-evaluation. */
 const RETRO_CHUNK = 500;
 
@@ -159,21 +165,45 @@ export class EvaluatorService implements OnApplicationBootstrap, OnModuleDestroy
     await this.withLock(tenant, false, () => this.walk(tenant, loaded));
   }
 
+  /**
+   * From the cursor to the head. The cursor is read once (the lock is held
+   * and every advance is guarded by the seq it moves from); the next page is
+   * read while this one is evaluated and written.
+   */
   private async walk(tenant: string, loaded: LoadedPolicySet): Promise<true> {
     const pageSize = this.config.env.POLICY_PAGE_SIZE;
-    while (!this.stopped && this.store.current === loaded) {
-      const cursor = await this.repo.cursor(tenant);
-      let state = this.engines.get(tenant);
-      if (!state || state.hash !== loaded.set.hash || state.seq !== cursor.seq) {
-        state = { engine: this.newEngine(loaded), hash: loaded.set.hash, seq: cursor.seq };
-        this.engines.set(tenant, state);
-      }
-      const page = await this.repo.page(tenant, cursor.seq, MAX_SEQ, pageSize);
-      const announce = cursor.policySetHash !== loaded.set.hash;
-      if (!page.length && !announce) return true;
-      const to = page.length ? page[page.length - 1].seq : cursor.seq;
-      try {
-        const found = await this.evaluatePage(tenant, state.engine, page, cursor.seq);
+    const cursor = await this.repo.cursor(tenant);
+    let state = this.engines.get(tenant);
+    if (!state || state.hash !== loaded.set.hash || state.seq !== cursor.seq) {
+      state = { engine: this.newEngine(loaded), types: relevantTypes(loaded.set), origin: cursor.seq, hash: loaded.set.hash, seq: cursor.seq };
+      this.engines.set(tenant, state);
+    }
+    let announce = cursor.policySetHash !== loaded.set.hash;
+    const read = (after: number) => {
+      const p = this.repo.page(tenant, after, MAX_SEQ, pageSize, state.types);
+      p.catch(() => undefined); // awaited below, or abandoned when the walk stops
+      return p;
+    };
+    let next = read(state.seq);
+    // The committed cursor; pages without violations move it lazily (at most every CURSOR_LAG pages, and at the end).
+    let committed = cursor.seq;
+    let lag = 0;
+    const flush = async () => {
+      if (committed < state.seq) await this.repo.advanceOnly(tenant, committed, state.seq);
+      committed = state.seq;
+      lag = 0;
+    };
+    try {
+      while (!this.stopped && this.store.current === loaded) {
+        const from = state.seq;
+        const page = await next;
+        if (!page.length && !announce) {
+          await flush();
+          return true;
+        }
+        const to = page.length ? page[page.length - 1].seq : from;
+        if (page.length === pageSize) next = read(to);
+        const found = await this.evaluatePage(tenant, state.engine, state.types, page, from, state.origin);
         this.reportCelErrors(tenant, state.engine);
         if (found.length || announce) {
           const ids = found.map(() => randomUUID());
@@ -181,24 +211,28 @@ export class EvaluatorService implements OnApplicationBootstrap, OnModuleDestroy
             ...(announce ? [setLoadedEvent(loaded)] : []),
             ...found.map((f, i) => violationEvent(f, ids[i], false)),
           ];
+          const offset = announce ? 1 : 0;
           await this.ledger.appendServiceEvents(tenant, events, async (tx, receipts) => {
-            const offset = announce ? 1 : 0;
             const records = found.map((f, i) => toRecord(tenant, f.violation, ids[i], receipts[i + offset].seq, false));
             await this.repo.insertViolations(tx, records);
-            await this.repo.advance(tx, tenant, cursor.seq, to, loaded.set.hash);
+            await this.repo.advance(tx, tenant, committed, to, loaded.set.hash);
             await this.sinks.deliver(tx, records);
           });
+          announce = false;
+          state.seq = committed = to;
+          lag = 0;
         } else {
-          await this.repo.advance(this.repo.dataSource.manager, tenant, cursor.seq, to);
+          state.seq = to;
+          if (++lag >= CURSOR_LAG) await flush();
         }
-      } catch (err) {
-        this.engines.delete(tenant);
-        throw err;
+        if (page.length < pageSize) break;
       }
-      state.seq = to;
-      if (page.length < pageSize) return true;
+      await flush();
+      return true;
+    } catch (err) {
+      this.engines.delete(tenant);
+      throw err;
     }
-    return true;
   }
 
   private newEngine(loaded: LoadedPolicySet): PolicyEngine {
@@ -221,7 +255,14 @@ export class EvaluatorService implements OnApplicationBootstrap, OnModuleDestroy
    * the database up to `afterSeq`, then from this page). One query finds
    * which scopes have earlier events at all, so a new run costs no query.
    */
-  private async evaluatePage(tenant: string, engine: PolicyEngine, page: PageRow[], afterSeq: number): Promise<Found[]> {
+  private async evaluatePage(
+    tenant: string,
+    engine: PolicyEngine,
+    types: string[] | null,
+    page: PageRow[],
+    afterSeq: number,
+    origin?: number,
+  ): Promise<Found[]> {
     const events = page.map((p) => p.event).filter((e): e is LedgerEventForPolicy => e !== null);
     const byKey = new Map<ScopeKey, LedgerEventForPolicy[]>();
     const notHeld = { trace: new Set<string>(), session: new Set<string>() };
@@ -236,16 +277,20 @@ export class EvaluatorService implements OnApplicationBootstrap, OnModuleDestroy
         }
       }
     }
+    // An engine that never evicted has seen every relevant event after its origin: only older ones can be missing.
+    const upTo = origin !== undefined && engine.scopeCount < this.config.env.POLICY_MAX_SCOPES ? Math.min(origin, afterSeq) : afterSeq;
     const [tracesBefore, sessionsBefore] = await Promise.all([
-      this.repo.scopesWithEventsUpTo(tenant, 'trace_id', [...notHeld.trace], afterSeq),
-      this.repo.scopesWithEventsUpTo(tenant, 'session_id', [...notHeld.session], afterSeq),
+      this.repo.scopesWithEventsUpTo(tenant, 'trace_id', [...notHeld.trace], upTo, types),
+      this.repo.scopesWithEventsUpTo(tenant, 'session_id', [...notHeld.session], upTo, types),
     ]);
     const found: Found[] = [];
     for (const e of events) {
       for (const key of engine.missingScopes(e)) {
         const { scope, id } = parseScopeKey(key);
-        const earlier = (scope === 'trace' ? tracesBefore : sessionsBefore).has(id)
-          ? await this.repo.scopeEvents(tenant, scope === 'trace' ? 'trace_id' : 'session_id', id, afterSeq)
+        // held at the page's start and evicted since: not covered by the query above
+        const evictedHere = !notHeld[scope].has(id);
+        const earlier = evictedHere || (scope === 'trace' ? tracesBefore : sessionsBefore).has(id)
+          ? await this.repo.scopeEvents(tenant, scope === 'trace' ? 'trace_id' : 'session_id', id, afterSeq, types)
           : [];
         for (const x of earlier) engine.replay(x, [key]);
         for (const x of byKey.get(key) ?? []) {
@@ -272,13 +317,14 @@ export class EvaluatorService implements OnApplicationBootstrap, OnModuleDestroy
       const out: RetroResult = { policy_set_hash: loaded.set.hash, from_seq: fromSeq, to_seq: to, evaluated: 0, violations: [] };
       if (fromSeq > to) return out;
       const engine = this.newEngine(loaded);
+      const types = relevantTypes(loaded.set);
       const missed: Found[] = [];
       let after = fromSeq - 1;
       while (after < to) {
-        const page = await this.repo.page(tenant, after, to, this.config.env.POLICY_PAGE_SIZE);
+        const page = await this.repo.page(tenant, after, to, this.config.env.POLICY_PAGE_SIZE, types);
         if (!page.length) break;
-        const found = await this.evaluatePage(tenant, engine, page, after);
-        out.evaluated += page.filter((p) => p.event !== null).length;
+        const found = await this.evaluatePage(tenant, engine, types, page, after);
+        out.evaluated += page.filter((p) => p.producer).length;
         const existing = await this.repo.existingViolationKeys(tenant, [...new Set(found.map((f) => f.violation.seq))]);
         missed.push(...found.filter((f) => !existing.has(`${f.violation.ruleId}@${f.violation.seq}`)));
         after = page[page.length - 1].seq;
@@ -304,6 +350,23 @@ export class EvaluatorService implements OnApplicationBootstrap, OnModuleDestroy
     });
     return result!;
   }
+}
+
+/**
+ * The event types any rule's match or prior accepts, or null when some
+ * matcher has no type filter. Other events change no rule state (the engine
+ * applies a rule only to events passing its static filters), so the
+ * evaluator neither reads nor replays them.
+ */
+export function relevantTypes(set: PolicySet): string[] | null {
+  const types = new Set<string>();
+  for (const rule of set.rules) {
+    for (const m of rule.prior === undefined ? [rule.match] : [rule.match, rule.prior]) {
+      if (m.types === undefined) return null;
+      for (const t of m.types) types.add(t);
+    }
+  }
+  return [...types].sort();
 }
 
 function setLoadedEvent(loaded: LoadedPolicySet): ServiceEvent {

@@ -15,7 +15,9 @@ export interface CursorRow {
 /** One page of the evaluator's walk: every entry after the cursor, service entries without a body read. */
 export interface PageRow {
   seq: number;
-  /** Null for the service's own entries (skipped for matching). */
+  /** False for the service's own entries. */
+  producer: boolean;
+  /** Null for the service's own entries and for events no rule's type filter accepts. */
   event: LedgerEventForPolicy | null;
 }
 
@@ -98,6 +100,19 @@ export class PolicyRepository {
     if (!rows.length) throw new Error(`policy cursor of tenant ${tenant} moved away from ${from}`);
   }
 
+  /**
+   * A cursor advance over entries that raised nothing, committed without
+   * waiting for the WAL flush: if a crash loses it, those entries are simply
+   * evaluated again (raising nothing again). Any later synchronous commit
+   * (a violation transaction) flushes it first, so the order holds.
+   */
+  async advanceOnly(tenant: string, from: number, to: number): Promise<void> {
+    await this.ds.transaction(async (tx) => {
+      await tx.query(`SET LOCAL synchronous_commit TO off`);
+      await this.advance(tx, tenant, from, to);
+    });
+  }
+
   /** Tenants the evaluator has seen (a reload announces the new set to each). */
   async knownTenants(): Promise<string[]> {
     const rows: { tenant_id: string }[] = await this.ds.query(`SELECT tenant_id FROM policy_cursors`);
@@ -122,35 +137,69 @@ export class PolicyRepository {
 
   // ---- the ledger, read only -------------------------------------------------
 
-  /** Entries after `afterSeq` up to `toSeq`, by primary key; bodies only of producer events. */
-  async page(tenant: string, afterSeq: number, toSeq: number, limit: number): Promise<PageRow[]> {
-    const rows: { seq: string; service: boolean; body: string | null }[] = await this.ds.query(
-      `SELECT e.seq, NOT (${NOT_SERVICE}) AS service, CASE WHEN ${NOT_SERVICE} THEN b.body END AS body
-       FROM ledger_entries e LEFT JOIN ledger_bodies b ON b.tenant_id = e.tenant_id AND b.seq = e.seq
+  /**
+   * Entries after `afterSeq` up to `toSeq`, by primary key, then the bodies
+   * of those that can matter: producer events of a type in `types` (all
+   * producer events when null). An event no matcher's type filter accepts
+   * changes no rule state, so its body is never read.
+   */
+  async page(tenant: string, afterSeq: number, toSeq: number, limit: number, types: readonly string[] | null): Promise<PageRow[]> {
+    const rows: { seq: string; type: string }[] = await this.ds.query(
+      `SELECT e.seq, e.type FROM ledger_entries e
        WHERE e.tenant_id = $1 AND e.seq > $2 AND e.seq <= $3 ORDER BY e.seq LIMIT $4`,
       [tenant, afterSeq, toSeq, limit],
     );
+    const wanted = types === null ? undefined : new Set(types);
+    const producer = (type: string) => !/^(ledger|policy)\./.test(type);
+    const relevant = rows.filter((r) => producer(r.type) && (wanted === undefined || wanted.has(r.type))).map((r) => Number(r.seq));
+    const bodies = new Map<number, string>();
+    if (relevant.length) {
+      const found: { seq: string; body: string }[] = await this.ds.query(
+        `SELECT seq, body FROM ledger_bodies WHERE tenant_id = $1 AND seq = ANY($2::bigint[])`,
+        [tenant, relevant],
+      );
+      for (const b of found) bodies.set(Number(b.seq), b.body);
+    }
     // A producer entry without a body (not possible today: no erasure path) is evaluated as absent.
-    return rows.map((r) => ({ seq: Number(r.seq), event: r.service || r.body === null ? null : toEvent(r.seq, r.body) }));
+    return rows.map((r) => {
+      const seq = Number(r.seq);
+      const body = bodies.get(seq);
+      return { seq, producer: producer(r.type), event: body === undefined ? null : toEvent(seq, body) };
+    });
   }
 
   /** Which of these trace or session ids have producer events at or below `maxSeq` (index ledger_entries_trace / _session). */
-  async scopesWithEventsUpTo(tenant: string, column: 'trace_id' | 'session_id', ids: string[], maxSeq: number): Promise<Set<string>> {
+  async scopesWithEventsUpTo(
+    tenant: string,
+    column: 'trace_id' | 'session_id',
+    ids: string[],
+    maxSeq: number,
+    types: readonly string[] | null,
+  ): Promise<Set<string>> {
     if (!ids.length || maxSeq <= 0) return new Set();
     const rows: { id: string }[] = await this.ds.query(
       `SELECT DISTINCT e.${column} AS id FROM ledger_entries e
-       WHERE e.tenant_id = $1 AND e.${column} = ANY($2::text[]) AND e.seq <= $3 AND ${NOT_SERVICE}`,
-      [tenant, ids, maxSeq],
+       WHERE e.tenant_id = $1 AND e.${column} = ANY($2::text[]) AND e.seq <= $3 AND ${NOT_SERVICE}
+         AND ($4::text[] IS NULL OR e.type = ANY($4::text[]))`,
+      [tenant, ids, maxSeq, types],
     );
     return new Set(rows.map((r) => r.id));
   }
 
-  /** A trace's or session's producer events with seq <= maxSeq, in ledger order (for replay and reports). */
-  async scopeEvents(tenant: string, column: 'trace_id' | 'session_id', id: string, maxSeq: number): Promise<LedgerEventForPolicy[]> {
+  /** A trace's or session's producer events with seq <= maxSeq (of `types` when given), in ledger order (for replay and reports). */
+  async scopeEvents(
+    tenant: string,
+    column: 'trace_id' | 'session_id',
+    id: string,
+    maxSeq: number,
+    types: readonly string[] | null = null,
+  ): Promise<LedgerEventForPolicy[]> {
     const rows: { seq: string; body: string }[] = await this.ds.query(
       `SELECT e.seq, b.body FROM ledger_entries e JOIN ledger_bodies b ON b.tenant_id = e.tenant_id AND b.seq = e.seq
-       WHERE e.tenant_id = $1 AND e.${column} = $2 AND e.seq <= $3 AND ${NOT_SERVICE} ORDER BY e.seq`,
-      [tenant, id, maxSeq],
+       WHERE e.tenant_id = $1 AND e.${column} = $2 AND e.seq <= $3 AND ${NOT_SERVICE}
+         AND ($4::text[] IS NULL OR e.type = ANY($4::text[]))
+       ORDER BY e.seq`,
+      [tenant, id, maxSeq, types],
     );
     return rows.map((r) => toEvent(r.seq, r.body));
   }

@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { newSpanId, newTraceId, type LedgerClient } from '../../src/client/ledger-client';
 import type { TraceEvent } from '../../src/core/event';
+import { loadPolicySet, PolicyEngine } from '../../src/core/policy';
 import { ViolationSinks } from '../../src/policy/violation-sink';
 import { startTestApp, type TestApp } from '../support/app';
 import { asSuperuser, randomSuffix, type TestDatabase } from '../support/db';
@@ -592,5 +593,62 @@ describe('exactly once across restarts, crashes and two instances', () => {
     const reader = await t.token(tenant, 'audit:read');
     const verify = await call<{ ok: boolean }>(second.url, 'GET', '/v1/ledger/verify', { token: reader });
     assert.equal(verify.body.ok, true, verify.text);
+  });
+});
+
+describe('bounded state: evicted scopes are rebuilt from the ledger', () => {
+  let t: TestApp;
+  let dir: string;
+
+  before(async () => {
+    dir = policiesDir();
+    t = await startTestApp({ ...POLICY_ENV(dir), POLICY_MAX_SCOPES: '2', POLICY_PAGE_SIZE: '7' });
+  });
+  after(async () => {
+    await t.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('interleaved runs and sessions, 2 scopes held, pages of 7: the same violations as an engine that never evicts', async () => {
+    const tenant = 'initech';
+    const admin = await t.token(tenant, 'admin');
+    const key = await producerKey();
+    await registerKey(t.url, admin, key);
+    const w = client(t.url, await t.token(tenant, 'events:write'), key);
+    // 12 runs in 4 conversations; each run a mix that fires (or nearly fires) every rule kind
+    const runs = Array.from({ length: 12 }, (_, i) => {
+      const r = run(`conv-evict-${i % 4}`);
+      const order = `E-${i % 3}`;
+      const evs: TraceEvent[] = [r.ev('run.started', null)];
+      if (i % 3 === 0) evs.push(grant(r, order));
+      if (i % 4 === 1) evs.push(r.ev('approval.denied', 'refund_payment', { tool: 'refund_payment', args: { order_id: order } }));
+      evs.push(r.ev('action.blocked', 'lookup_order', { tool: 'lookup_order' }));
+      for (let k = 0; k < (i % 6); k++) evs.push(r.ev('retry', 'lookup_order', { attempt: k }));
+      evs.push(r.ev('tool.call', 'lookup_order', { args: { order_id: order } }));
+      evs.push(refund(r, order, i % 2 ? 50 : 400));
+      evs.push(r.ev('handoff', 'escalate', { target_agent: i % 5 ? 'billing-agent' : 'someone' }));
+      return evs;
+    });
+    // round-robin interleaving, sent in batches of 5
+    const all: TraceEvent[] = [];
+    for (let k = 0; runs.some((r) => k < r.length); k++) for (const r of runs) if (k < r.length) all.push(r[k]);
+    const sent: { event: TraceEvent; seq: number }[] = [];
+    for (let i = 0; i < all.length; i += 5) {
+      const batch = all.slice(i, i + 5);
+      (await w.send(batch)).forEach((rc, j) => sent.push({ event: batch[j], seq: rc.seq }));
+    }
+    await settle(t.db, tenant);
+
+    const engine = new PolicyEngine(loadPolicySet([{ file: 'support-agent.yaml', text: readFileSync(SAMPLE, 'utf8') }]));
+    const expected = sent
+      .sort((a, b) => a.seq - b.seq)
+      .flatMap(({ event: e, seq }) => engine.evaluate({ ...e, seq }))
+      .map((v) => `${v.ruleId}@${v.seq}:${v.relatedSeqs.join(',')}`)
+      .sort();
+    const res = await call<{ violations: V[] }>(t.url, 'GET', '/v1/violations?limit=500', { token: await t.token(tenant, 'audit:read') });
+    const got = res.body.violations.map((v) => `${v.rule_id}@${v.seq}:${v.related_seqs.join(',')}`).sort();
+    assert.ok(expected.length >= 10, `a workload that raises violations (${expected.length})`);
+    assert.ok(new Set(expected.map((x) => x.split('@')[0])).size >= 5, 'every kind of rule fires');
+    assert.deepEqual(got, expected);
   });
 });
