@@ -249,7 +249,7 @@ function mapOne(span: OtlpSpan, ctx: Context): TraceEvent[] {
         const agent = str(a['gen_ai.agent.name']) ?? ctx.agent;
         const from = ctx.parentAgent ? str(ctx.parentAgent.attributes['gen_ai.agent.name']) : undefined;
         if (from && from !== agent) {
-          out.push(ev('handoff', { type: 'handoff', name: agent, agent: from, time: start }, { from_agent: from, to_agent: agent }));
+          out.push(ev('handoff', { type: 'handoff', name: agent, agent: from, time: start }, { from_agent: from, target_agent: agent }));
         }
         out.push(
           ev('run.started', { type: 'run.started', name: agent, time: start }, {

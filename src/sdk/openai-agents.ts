@@ -12,7 +12,8 @@ import type { BatchingLedgerClient } from './batching-client';
  *   addTraceProcessor(processor);           // or setTraceProcessors([processor])
  *
  * Span kinds: agent → run.started / run.completed | run.failed; function →
- * tool.call + tool.result (one span); generation and response → model.call;
+ * tool.call + tool.result (one span), or action.blocked for a call a person
+ * rejected; generation and response → model.call;
  * handoff → handoff; guardrail → validation (+ action.blocked when its
  * tripwire fired); custom and the other kinds → custom.agents.<kind>.
  *
@@ -106,6 +107,8 @@ export class LedgerTracingProcessor implements TracingProcessor {
    * run.completed waits until we know it was not an interruption.
    */
   private readonly held = new Map<string, TraceEvent[]>();
+  /** Rejected calls whose function span has not ended yet, by trace and tool. */
+  private readonly rejections = new Map<string, number>();
 
   constructor(
     private readonly sink: BatchingLedgerClient | Emit,
@@ -169,6 +172,11 @@ export class LedgerTracingProcessor implements TracingProcessor {
         else this.hold(span, { name: data.name, agent: data.name, time: end, duration_ms: duration, status, attributes: {} });
         break;
       case 'function':
+        if (error && this.takeRejection(toTraceId(span.traceId), data.name, error)) {
+          // the SDK closes a rejected call's span with an error; the tool never ran
+          this.event(span, 'action.blocked', { name: data.name, time: end, status: 'error', attributes: { tool: data.name, args: parseJson(data.input), reason: 'approval denied' } });
+          break;
+        }
         this.event(span, 'tool.call', {
           name: data.name,
           time: span.startedAt ?? end,
@@ -289,10 +297,28 @@ export class LedgerTracingProcessor implements TracingProcessor {
     this.decided(state, item, 'approval.granted', by);
   }
 
-  /** `state.reject(item)`, recorded as `approval.denied` with who decided. */
+  /**
+   * `state.reject(item)`, recorded as `approval.denied` with who decided; the
+   * rejected call's function span becomes `action.blocked`, not a tool call.
+   */
   reject(state: ApprovalState, item: RunToolApprovalItem, by: Decision, options?: { alwaysReject?: boolean; message?: string }): void {
     state.reject(item, options);
     this.decided(state, item, 'approval.denied', by);
+    const trace = this.approvalContext(state).trace;
+    const key = `${trace}\u0000${item.name ?? ''}`;
+    this.rejections.set(key, (this.rejections.get(key) ?? 0) + 1);
+  }
+
+  /** Whether an errored function span is a call a person rejected (counted by reject(), or so described by the SDK). */
+  private takeRejection(trace: string, tool: string, error: { message: string; data: unknown }): boolean {
+    const key = `${trace}\u0000${tool}`;
+    const n = this.rejections.get(key) ?? 0;
+    if (n > 0) {
+      if (n === 1) this.rejections.delete(key);
+      else this.rejections.set(key, n - 1);
+      return true;
+    }
+    return /manually rejected by user/.test(JSON.stringify(error.data ?? ''));
   }
 
   private decided(state: ApprovalState, item: RunToolApprovalItem, type: 'approval.granted' | 'approval.denied', by: Decision): void {
