@@ -465,6 +465,7 @@ export class CheckpointService implements OnModuleInit, OnModuleDestroy {
         method: 'POST',
         headers: { 'content-type': 'text/plain; charset=utf-8' },
         body,
+        redirect: 'error',
         signal: AbortSignal.any([this.stopping.signal, AbortSignal.timeout(WITNESS_TIMEOUT_MS)]),
       });
       const text = await res.text();
