@@ -76,9 +76,9 @@ export class ExportService {
     // 1. Entries, page by page, each with its inclusion proof to the checkpoint.
     const kids = new Set<string>();
     const proofBatch = new ProofBatch(cp.size);
-    for (let after = 0; ; ) {
-      const rows = await this.repo.page(tenant, filter, after, cp.size, PAGE);
-      if (!rows.length) break;
+    // The next page is read while this one is proven and written.
+    const pages = prefetching((after) => this.repo.page(tenant, filter, after, cp.size, PAGE));
+    for (let rows = await pages.next(0); rows.length; rows = await pages.next()) {
       const proofs = await this.proofs(tenant, rows.map((r) => r.seq), proofBatch);
       let out = '';
       for (const r of rows) {
@@ -86,8 +86,6 @@ export class ExportService {
         if (r.kid !== LEDGER_KID) kids.add(r.kid);
       }
       yield out;
-      after = rows[rows.length - 1].seq;
-      if (rows.length < PAGE) break;
     }
 
     // 2. The producer keys those entries name, each with its registration entry.
@@ -110,13 +108,10 @@ export class ExportService {
       }
       return out;
     };
-    for (let after = 0; ; ) {
-      const rows = await this.repo.batchPage(tenant, filter, after, cp.size, PAGE);
-      if (!rows.length) break;
+    const batchPages = prefetching((after) => this.repo.batchPage(tenant, filter, after, cp.size, PAGE));
+    for (let rows = await batchPages.next(0); rows.length; rows = await batchPages.next()) {
       const out = await writeBatches(rows.map((r) => r.batch));
       if (out) yield out;
-      after = rows[rows.length - 1].seq;
-      if (rows.length < PAGE) break;
     }
     yield await writeBatches([...pending]);
     let keysText = '';
@@ -177,4 +172,22 @@ export class ExportService {
       return { kid: k.kid, alg: k.alg as 'EdDSA' | 'ES256', jwk, registration: bundleEntry(row.seq, row.record, row.body, proofs.get(row.seq)!) };
     });
   }
+}
+
+/**
+ * Keyset pages by seq, one read ahead: `next(0)` starts at the beginning; each
+ * call returns the page after the previous one (empty at the end) and already
+ * starts reading the following one. A read ahead that nobody awaits (the
+ * client went away) cannot become an unhandled rejection.
+ */
+function prefetching<T extends { seq: number }>(read: (afterSeq: number) => Promise<T[]>) {
+  let ahead: Promise<T[]> | undefined;
+  return {
+    async next(start?: number): Promise<T[]> {
+      const rows = await (start !== undefined ? read(start) : (ahead ?? Promise.resolve([])));
+      ahead = rows.length === PAGE ? read(rows[rows.length - 1].seq) : undefined;
+      ahead?.catch(() => undefined);
+      return rows;
+    },
+  };
 }
