@@ -52,7 +52,7 @@ export class CreateQueryModels1764600000000 implements MigrationInterface {
     await q.query(`CREATE INDEX query_events_attributes ON query_events USING gin (attributes jsonb_path_ops)`);
     // the projector matches a tool.call with the tool.result of its span
     await q.query(
-      `CREATE INDEX query_events_tool_results ON query_events (tenant_id, trace_id, span_id) WHERE type = 'tool.result'`,
+      `CREATE INDEX query_events_tool_spans ON query_events (tenant_id, (trace_id || span_id)) WHERE type IN ('tool.call', 'tool.result')`,
     );
 
     // One row per tenant and trace (a run): GET /v1/traces and the agents and loops reports.
@@ -99,7 +99,6 @@ export class CreateQueryModels1764600000000 implements MigrationInterface {
         error       boolean          NOT NULL,
         PRIMARY KEY (tenant_id, seq)
       )`);
-    await q.query(`CREATE INDEX tool_calls_span ON tool_calls (tenant_id, trace_id, span_id)`);
     await q.query(`CREATE INDEX tool_calls_repeats ON tool_calls (tenant_id, trace_id, tool, args_digest)`);
     await q.query(`CREATE INDEX tool_calls_tool ON tool_calls (tenant_id, tool, duration_ms)`);
 
@@ -114,6 +113,8 @@ export class CreateQueryModels1764600000000 implements MigrationInterface {
       $$`);
     await q.query(`GRANT EXECUTE ON FUNCTION query_add_counts(jsonb, jsonb) TO agent_ledger_app`);
 
+    // MAINTAIN (PostgreSQL 17+): the projector runs ANALYZE on its tables during bulk loads
+    await q.query(`GRANT MAINTAIN ON query_events, tool_calls, trace_summaries TO agent_ledger_app`);
     await q.query(`GRANT SELECT, INSERT, UPDATE ON query_cursors TO agent_ledger_app`);
     await q.query(`GRANT SELECT, INSERT ON query_events TO agent_ledger_app`);
     await q.query(`GRANT SELECT, INSERT, UPDATE ON trace_summaries TO agent_ledger_app`);

@@ -2,6 +2,15 @@ import { Injectable } from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
 import type { DataSource, EntityManager } from 'typeorm';
 
+interface ToolRow {
+  seq: string;
+  k: string;
+  type: string;
+  name: string;
+  duration_ms: number | null;
+  status: string | null;
+}
+
 /** Types the service writes itself (ledger.*, policy.*): producers cannot send them. */
 const SERVICE = `(type LIKE 'ledger.%' OR type LIKE 'policy.%')`;
 
@@ -47,6 +56,10 @@ export class ProjectorRepository {
    */
   async projectPage(tenant: string, pageSize: number): Promise<{ seq: number; projected: number }> {
     return this.ds.transaction(async (tx) => {
+      // Every statement below reads one page by primary key and joins by index. The read models grow by
+      // millions of rows between autovacuum's ANALYZE runs; with stale statistics the planner picks hash
+      // joins over whole tables and each page costs O(table). Pin the nested-loop, index plans.
+      await tx.query(`SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; SET LOCAL enable_seqscan = off`);
       await tx.query(`INSERT INTO query_cursors (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING`, [tenant]);
       const [{ seq: cur }] = (await tx.query(`SELECT seq FROM query_cursors WHERE tenant_id = $1 FOR UPDATE`, [tenant])) as {
         seq: string;
@@ -62,6 +75,68 @@ export class ProjectorRepository {
       await tx.query(`UPDATE query_cursors SET seq = $2, updated_at = now() WHERE tenant_id = $1`, [tenant, end]);
       return { seq: end, projected: end - from };
     });
+  }
+
+  /**
+   * Completes the tool calls of the spans with a tool.call or tool.result in
+   * (from, to]: duration = the call's own, else its first result's; error =
+   * either has status error. The matching runs here, with lookups the planner
+   * cannot get wrong (primary key ranges and `= ANY` on an index), not as a
+   * join whose plan depends on statistics of tables growing under it.
+   */
+  private async completeToolCalls(tx: EntityManager, tenant: string, from: number, to: number): Promise<void> {
+    const cols = `seq, trace_id || span_id AS k, type, name, duration_ms, status`;
+    const page: ToolRow[] = await tx.query(
+      `SELECT ${cols} FROM query_events
+       WHERE tenant_id = $1 AND seq > $2 AND seq <= $3 AND type IN ('tool.call', 'tool.result') AND name IS NOT NULL`,
+      [tenant, from, to],
+    );
+    if (!page.some((r) => r.type === 'tool.result')) return;
+    // the same spans' earlier tool events (index query_events_tool_spans)
+    const earlier: ToolRow[] = await tx.query(
+      `SELECT ${cols} FROM query_events
+       WHERE tenant_id = $1 AND (trace_id || span_id) = ANY($2::text[]) AND type IN ('tool.call', 'tool.result')
+         AND name IS NOT NULL AND seq <= $3`,
+      [tenant, [...new Set(page.map((r) => r.k))], from],
+    );
+    const spans = new Map<string, ToolRow[]>();
+    for (const r of [...earlier, ...page]) {
+      const key = `${r.k}\u0000${r.name}`;
+      const list = spans.get(key);
+      if (list) list.push(r);
+      else spans.set(key, [r]);
+    }
+    const seqs: string[] = [];
+    const durations: (number | null)[] = [];
+    const errors: boolean[] = [];
+    for (const rows of spans.values()) {
+      const results = rows.filter((r) => r.type === 'tool.result').sort((a, b) => Number(a.seq) - Number(b.seq));
+      if (!results.length) continue;
+      const resultDuration = results.find((r) => r.duration_ms !== null)?.duration_ms ?? null;
+      const resultError = results.some((r) => r.status === 'error');
+      for (const c of rows) {
+        if (c.type !== 'tool.call') continue;
+        seqs.push(c.seq);
+        durations.push(c.duration_ms ?? resultDuration);
+        errors.push(c.status === 'error' || resultError);
+      }
+    }
+    if (!seqs.length) return;
+    await tx.query(
+      `UPDATE tool_calls t SET duration_ms = u.d, error = u.e
+       FROM unnest($2::bigint[], $3::float8[], $4::boolean[]) AS u(seq, d, e)
+       WHERE t.tenant_id = $1 AND t.seq = u.seq`,
+      [tenant, seqs, durations, errors],
+    );
+  }
+
+  /**
+   * Fresh planner statistics for the read models. During a bulk load they
+   * grow far faster than autovacuum analyzes them, and stale estimates (one
+   * row) turn the per-page index lookups into scans of whole tables.
+   */
+  async analyze(): Promise<void> {
+    await this.ds.query(`ANALYZE query_events, tool_calls, trace_summaries`);
   }
 
   /** The read-model rows of entries (from, to]. */
@@ -86,23 +161,8 @@ export class ProjectorRepository {
        WHERE tenant_id = $1 AND seq > $2 AND seq <= $3 AND type = 'tool.call' AND name IS NOT NULL`,
       range,
     );
-    // 3a. results of this page complete the calls of their span (index tool_calls_span)
-    await tx.query(
-      `UPDATE tool_calls t SET duration_ms = COALESCE(t.duration_ms, r.duration_ms), error = t.error OR r.status IS NOT DISTINCT FROM 'error'
-       FROM query_events r
-       WHERE r.tenant_id = $1 AND r.seq > $2 AND r.seq <= $3 AND r.type = 'tool.result'
-         AND t.tenant_id = r.tenant_id AND t.trace_id = r.trace_id AND t.span_id = r.span_id AND t.tool = r.name`,
-      range,
-    );
-    // 3b. calls of this page whose result was recorded first (index query_events_tool_results)
-    await tx.query(
-      `UPDATE tool_calls t SET duration_ms = COALESCE(t.duration_ms, r.duration_ms), error = t.error OR r.status IS NOT DISTINCT FROM 'error'
-       FROM query_events r
-       WHERE t.tenant_id = $1 AND t.seq > $2 AND t.seq <= $3
-         AND r.tenant_id = t.tenant_id AND r.trace_id = t.trace_id AND r.span_id = t.span_id AND r.type = 'tool.result'
-         AND r.name = t.tool AND r.seq <= $2`,
-      range,
-    );
+    // 3. a call's duration and error come from its result, which may be in this page or an earlier one
+    await this.completeToolCalls(tx, tenant, from, to);
     // 4. run summaries: this page's producer events and violation entries, merged into each run's row
     await tx.query(
       `WITH page AS (
@@ -125,8 +185,8 @@ export class ProjectorRepository {
                 min(seq) AS first_seq,
                 max(seq) AS last_seq,
                 (array_agg(session_id ORDER BY seq) FILTER (WHERE session_id IS NOT NULL AND NOT violation))[1] AS session_id,
-                COALESCE(array_agg(DISTINCT agent) FILTER (WHERE NOT violation), '{}') AS agents,
-                COALESCE(array_agg(DISTINCT name) FILTER (WHERE type = 'tool.call' AND name IS NOT NULL), '{}') AS tools,
+                COALESCE(array_agg(DISTINCT agent COLLATE "C" ORDER BY agent COLLATE "C") FILTER (WHERE NOT violation), '{}') AS agents,
+                COALESCE(array_agg(DISTINCT name COLLATE "C" ORDER BY name COLLATE "C") FILTER (WHERE type = 'tool.call' AND name IS NOT NULL), '{}') AS tools,
                 min(event_time) FILTER (WHERE NOT violation) AS first_time,
                 max(event_time) FILTER (WHERE NOT violation) AS last_time,
                 (array_agg(type ORDER BY seq DESC) FILTER (WHERE type LIKE 'run.%'))[1] AS run_type,
@@ -148,8 +208,8 @@ export class ProjectorRepository {
        FROM runs r LEFT JOIN counts c USING (trace_id) LEFT JOIN severities v USING (trace_id)
        ON CONFLICT (tenant_id, trace_id) DO UPDATE SET
          session_id = COALESCE(s.session_id, excluded.session_id),
-         agents = ARRAY(SELECT DISTINCT x FROM unnest(s.agents || excluded.agents) x ORDER BY 1),
-         tools = ARRAY(SELECT DISTINCT x FROM unnest(s.tools || excluded.tools) x ORDER BY 1),
+         agents = ARRAY(SELECT DISTINCT x COLLATE "C" FROM unnest(s.agents || excluded.agents) x ORDER BY 1),
+         tools = ARRAY(SELECT DISTINCT x COLLATE "C" FROM unnest(s.tools || excluded.tools) x ORDER BY 1),
          first_time = LEAST(s.first_time, excluded.first_time),
          last_time = GREATEST(s.last_time, excluded.last_time),
          status = CASE WHEN excluded.status_seq IS NOT NULL THEN excluded.status ELSE s.status END,

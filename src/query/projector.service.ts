@@ -14,6 +14,9 @@ const POLL_MS = 2000;
  */
 export const SYNC_CATCH_UP_MAX = 20_000;
 const SYNC_CATCH_UP_TIMEOUT_MS = 5000;
+/** ANALYZE the read models after this many entries projected by this process, then after twice as many… */
+const FIRST_ANALYZE = 10_000;
+const MAX_ANALYZE_STEP = 1_000_000;
 
 /**
  * Keeps the query read models up to date without touching ingest: the
@@ -33,6 +36,8 @@ export class ProjectorService implements OnApplicationBootstrap, OnModuleDestroy
   private readonly known = new Map<string, number>();
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
+  private sinceAnalyze = 0;
+  private analyzeStep = FIRST_ANALYZE;
 
   constructor(
     private readonly repo: ProjectorRepository,
@@ -116,6 +121,12 @@ export class ProjectorService implements OnApplicationBootstrap, OnModuleDestroy
     while (!this.stopped) {
       const { seq, projected } = await this.repo.projectPage(tenant, PROJECTION_PAGE);
       this.remember(tenant, seq);
+      this.sinceAnalyze += projected;
+      if (this.sinceAnalyze >= this.analyzeStep) {
+        this.sinceAnalyze = 0;
+        this.analyzeStep = Math.min(this.analyzeStep * 2, MAX_ANALYZE_STEP);
+        await this.repo.analyze();
+      }
       if (projected < PROJECTION_PAGE) return;
     }
   }

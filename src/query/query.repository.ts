@@ -130,21 +130,10 @@ export class QueryRepository {
     return this.ds.query(sql, params);
   }
 
-  /** EXPLAIN (ANALYZE, BUFFERS) of the first page's SQL, exactly as the API runs it (docs/query-plans.md). */
-  explainEvents(tenant: string, f: EventFilter, limit: number): Promise<{ 'QUERY PLAN': string }[]> {
-    const { sql, params } = eventsSql(tenant, f, 'desc', undefined, limit);
-    return this.ds.query(`EXPLAIN (ANALYZE, BUFFERS) ${sql}`, params);
-  }
-
   /** One keyset page of runs, by first seq (index trace_summaries_first_seq; GIN on agents and tools). */
   traces(tenant: string, f: TraceFilter, order: 'asc' | 'desc', after: number | undefined, limit: number): Promise<TraceSummaryRow[]> {
     const { sql, params } = tracesSql(tenant, f, order, after, limit);
     return this.ds.query(sql, params);
-  }
-
-  explainTraces(tenant: string, f: TraceFilter, limit: number): Promise<{ 'QUERY PLAN': string }[]> {
-    const { sql, params } = tracesSql(tenant, f, 'desc', undefined, limit);
-    return this.ds.query(`EXPLAIN (ANALYZE, BUFFERS) ${sql}`, params);
   }
 
   /** Every entry of a trace with its body, in seq order (index ledger_entries_trace, bodies by primary key). */
@@ -176,7 +165,7 @@ export class QueryRepository {
     return this.ds.query(
       `SELECT tool, count(*) AS calls, count(*) FILTER (WHERE error) AS errors,
               percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY duration_ms) AS p
-       FROM tool_calls WHERE ${w.sql} GROUP BY tool ORDER BY tool`,
+       FROM tool_calls WHERE ${w.sql} GROUP BY tool ORDER BY tool COLLATE "C"`,
       w.params,
     );
   }
@@ -276,7 +265,8 @@ function reportWhere(tenant: string, f: ReportFilter, timeCol: string, agentCol:
   return w;
 }
 
-function eventsSql(tenant: string, f: EventFilter, order: 'asc' | 'desc', after: number | undefined, limit: number) {
+/** The SQL of one events page (exported for the benchmark's EXPLAIN: docs/query-plans.md shows exactly what the API runs). */
+export function eventsSql(tenant: string, f: EventFilter, order: 'asc' | 'desc', after: number | undefined, limit: number) {
   const w = new Where(tenant);
   for (const col of ['trace_id', 'session_id', 'agent', 'type', 'name', 'status'] as const) {
     if (f[col] !== undefined) w.add(`${col} = ?`, f[col]);
@@ -297,7 +287,8 @@ function eventsSql(tenant: string, f: EventFilter, order: 'asc' | 'desc', after:
   return { sql, params: w.params };
 }
 
-function tracesSql(tenant: string, f: TraceFilter, order: 'asc' | 'desc', after: number | undefined, limit: number) {
+/** The SQL of one runs page (exported for the benchmark's EXPLAIN). */
+export function tracesSql(tenant: string, f: TraceFilter, order: 'asc' | 'desc', after: number | undefined, limit: number) {
   const w = traceWhere(tenant, f);
   if (after !== undefined) w.add(order === 'asc' ? `first_seq > ?` : `first_seq < ?`, after);
   const dir = order === 'asc' ? 'ASC' : 'DESC';
