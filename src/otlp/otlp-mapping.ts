@@ -55,20 +55,43 @@ function jsonish(v: OtlpValue | undefined): unknown {
   return v;
 }
 
+let lastSecond = '';
+let lastIso = '';
+
 /** Nanoseconds since the epoch as RFC 3339 UTC, keeping sub-millisecond digits when there are any. */
 export function nanosToRfc3339(ns: bigint): string {
-  const iso = new Date(Number(ns / 1_000_000n)).toISOString();
-  const frac = (ns % 1_000_000_000n).toString().padStart(9, '0').replace(/0{1,6}$/, '');
-  return `${iso.slice(0, 19)}.${frac.padEnd(3, '0')}Z`;
+  const digits = ns.toString().padStart(10, '0');
+  const seconds = digits.slice(0, -9);
+  // spans of one export share their seconds: format each second once
+  if (seconds !== lastSecond) {
+    lastSecond = seconds;
+    lastIso = new Date(Number(seconds) * 1000).toISOString().slice(0, 19);
+  }
+  const frac = digits.slice(-9).replace(/0{1,6}$/, '');
+  return `${lastIso}.${frac.padEnd(3, '0')}Z`;
 }
 
-/** A UUID (version 8, RFC 9562) derived from the parts: the same span resent maps to the same ids. */
-function derivedId(parts: string[]): string {
+/** Stable small numbers for the roles a span's events play (span events: 64 + their index). */
+const ROLE = { 'tool.call': 1, 'tool.result': 2, 'run.started': 3, 'run.end': 4, handoff: 5, validation: 6, blocked: 7, 'model.call': 8, span: 9 } as const;
+type Role = keyof typeof ROLE | number;
+
+/**
+ * UUIDs (version 8, RFC 9562) derived from the span: H(subject, trace, span),
+ * its last two bytes mixed with the event's role. The same span resent maps
+ * to the same ids; one hash per span.
+ */
+function spanIds(parts: string[]): (role: Role) => string {
   const h = createHash('sha256').update(parts.join('\u0000')).digest();
   h[6] = (h[6] & 0x0f) | 0x80;
   h[8] = (h[8] & 0x3f) | 0x80;
-  const x = h.toString('hex', 0, 16);
-  return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20, 32)}`;
+  return (role) => {
+    const code = typeof role === 'number' ? 64 + role : ROLE[role];
+    const b = Buffer.from(h.subarray(0, 16));
+    b[14] ^= (code >> 8) & 0xff;
+    b[15] ^= code & 0xff;
+    const x = b.toString('hex');
+    return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20, 32)}`;
+  };
 }
 
 function idProblem(hex: string, bytes: number, what: string): string | null {
@@ -172,8 +195,9 @@ function mapOne(span: OtlpSpan, ctx: Context): TraceEvent[] {
     session_id: ctx.session ?? null,
     agent: ctx.agent,
   };
-  const ev = (role: string, e: Partial<TraceEvent> & Pick<TraceEvent, 'type' | 'time'>, attributes: Record<string, unknown>): TraceEvent => ({
-    id: derivedId(['otlp', ctx.origin.subject, span.traceId, span.spanId, role]),
+  const idFor = spanIds(['otlp', ctx.origin.subject, span.traceId, span.spanId]);
+  const ev = (role: Role, e: Partial<TraceEvent> & Pick<TraceEvent, 'type' | 'time'>, attributes: Record<string, unknown>): TraceEvent => ({
+    id: idFor(role),
     ...base,
     name: null,
     duration_ms: null,
@@ -188,7 +212,7 @@ function mapOne(span: OtlpSpan, ctx: Context): TraceEvent[] {
     const time = nanosToRfc3339(e.timeNs || span.startNs);
     if (e.name === 'gen_ai.evaluation.result') {
       out.push(
-        ev(`event.${k}`, { type: 'evaluation', name: str(e.attributes['gen_ai.evaluation.name']) ?? null, time }, {
+        ev(k, { type: 'evaluation', name: str(e.attributes['gen_ai.evaluation.name']) ?? null, time }, {
           score: num(e.attributes['gen_ai.evaluation.score.value']) ?? null,
           label: str(e.attributes['gen_ai.evaluation.score.label']) ?? null,
           explanation: str(e.attributes['gen_ai.evaluation.explanation']) ?? null,
@@ -196,7 +220,7 @@ function mapOne(span: OtlpSpan, ctx: Context): TraceEvent[] {
         }),
       );
     } else {
-      out.push(ev(`event.${k}`, { type: 'custom.otel.event', name: e.name.slice(0, 256) || null, time }, { event_attributes: e.attributes }));
+      out.push(ev(k, { type: 'custom.otel.event', name: e.name.slice(0, 256) || null, time }, { event_attributes: e.attributes }));
     }
   });
   return out;
