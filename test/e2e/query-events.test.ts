@@ -203,6 +203,27 @@ describe('GET /v1/events', () => {
     assertProblem(await call(t.url, 'GET', `/v1/events?order=desc&cursor=${page.body.next_cursor}`, { token: a.reader }), 400, 'validation_failed', ['query.cursor']);
   });
 
+  test('OpenAPI documents every query route with its parameters and response schema', async () => {
+    const doc = (await (await fetch(`${t.url}/docs/openapi.json`)).json()) as {
+      paths: Record<string, { get?: { parameters?: { name: string }[]; responses?: Record<string, { content?: Record<string, { schema?: unknown }> }> } }>;
+    };
+    const params: Record<string, string[]> = {
+      '/v1/events': ['trace_id', 'session_id', 'agent', 'type', 'name', 'status', 'from', 'to', 'order', 'cursor', 'limit', 'attr.*'],
+      '/v1/traces': ['agent', 'status', 'from', 'to', 'has_violations', 'tool', 'session_id', 'order', 'cursor', 'limit'],
+      '/v1/traces/{trace_id}': ['trace_id', 'format'],
+      '/v1/reports/tools': ['from', 'to', 'agent', 'slowest'],
+      '/v1/reports/loops': ['from', 'to', 'agent', 'min_repeats', 'max_model_calls', 'limit'],
+      '/v1/reports/agents': ['from', 'to', 'agent'],
+    };
+    for (const [path, names] of Object.entries(params)) {
+      const op = doc.paths[path]?.get;
+      assert.ok(op, `${path} is documented`);
+      const documented = op.parameters?.map((p) => p.name) ?? [];
+      for (const n of names) assert.ok(documented.includes(n), `${path} documents ${n}`);
+      assert.ok(op.responses?.['200']?.content?.['application/json']?.schema, `${path} has a 200 schema`);
+    }
+  });
+
   test('auth: no token 401, a token without audit:read 403', async () => {
     assertProblem(await call(t.url, 'GET', '/v1/events'), 401, 'unauthenticated');
     assertProblem(await call(t.url, 'GET', '/v1/events', { token: await t.token('qa', 'events:write') }), 403, 'forbidden');
