@@ -53,7 +53,8 @@ function anyValue(v: unknown, where: string): OtlpValue {
   if (b !== undefined) return b === true;
   const i = field(o, 'intValue', 'int_value');
   if (i !== undefined) {
-    if (typeof i === 'number' && Number.isInteger(i)) return i;
+    // beyond 2^53 as a decimal string, as the protobuf decoder gives it
+    if (typeof i === 'number' && Number.isInteger(i)) return Number.isSafeInteger(i) ? i : BigInt(i).toString();
     if (typeof i === 'string' && /^-?\d{1,20}$/.test(i)) {
       const n = Number(i);
       return Number.isSafeInteger(n) ? n : i;
