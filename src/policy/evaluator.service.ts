@@ -8,7 +8,9 @@ import {
   type ScopeKey,
   type Violation,
 } from '../core/policy';
+import { Counter } from 'prom-client';
 import { LedgerService, type ServiceEvent } from '../ledger/ledger.service';
+import { MetricsService } from '../metrics/metrics.service';
 import type { AppConfig } from '../runtime/runtime';
 import { APP_CONFIG } from '../runtime/tokens';
 import { PolicySetStore, type LoadedPolicySet } from './policy-set.store';
@@ -68,6 +70,8 @@ export class EvaluatorService implements OnApplicationBootstrap, OnModuleDestroy
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
   readonly enabled: boolean;
+  private readonly evaluated: Counter;
+  private readonly raised: Counter<'severity' | 'retro'>;
 
   constructor(
     private readonly repo: PolicyRepository,
@@ -75,8 +79,20 @@ export class EvaluatorService implements OnApplicationBootstrap, OnModuleDestroy
     private readonly store: PolicySetStore,
     private readonly sinks: ViolationSinks,
     @Inject(APP_CONFIG) private readonly config: AppConfig,
+    metrics: MetricsService,
   ) {
     this.enabled = config.env.POLICY_EVALUATOR ?? config.env.NODE_ENV !== 'test';
+    this.evaluated = new Counter({
+      name: 'agent_ledger_policy_entries_evaluated_total',
+      help: 'Ledger entries the policy evaluator has walked past (live)',
+      registers: [metrics.registry],
+    });
+    this.raised = new Counter({
+      name: 'agent_ledger_policy_violations_total',
+      help: 'Policy violations recorded, by severity and whether retro-evaluation found them',
+      labelNames: ['severity', 'retro'] as const,
+      registers: [metrics.registry],
+    });
   }
 
   onApplicationBootstrap(): void {
@@ -219,12 +235,14 @@ export class EvaluatorService implements OnApplicationBootstrap, OnModuleDestroy
             await this.sinks.deliver(tx, records);
           });
           announce = false;
+          for (const f of found) this.raised.inc({ severity: f.violation.severity, retro: 'false' });
           state.seq = committed = to;
           lag = 0;
         } else {
           state.seq = to;
           if (++lag >= CURSOR_LAG) await flush();
         }
+        this.evaluated.inc(page.length);
         if (page.length < pageSize) break;
       }
       await flush();
@@ -345,6 +363,7 @@ export class EvaluatorService implements OnApplicationBootstrap, OnModuleDestroy
           },
         );
         out.violations.push(...written);
+        for (const v of written) this.raised.inc({ severity: v.severity, retro: 'true' });
       }
       return out;
     });

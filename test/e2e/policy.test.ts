@@ -278,6 +278,9 @@ describe('policies and violations', () => {
     const loaded = recs.filter((r) => r.type === 'policy.set_loaded');
     assert.equal(loaded.length, 1);
     assert.equal(loaded[0].name, firstHash);
+    const metrics = await call(t.url, 'GET', '/metrics');
+    assert.match(metrics.text, /agent_ledger_policy_violations_total\{severity="critical",retro="false"\} [1-9]/);
+    assert.match(metrics.text, /agent_ledger_policy_entries_evaluated_total [1-9]/);
     const verify = await call<{ ok: boolean; verified: number }>(t.url, 'GET', '/v1/ledger/verify', { token: reader });
     assert.equal(verify.status, 200);
     assert.equal(verify.body.ok, true, verify.text);
