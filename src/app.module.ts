@@ -4,6 +4,7 @@ import { type DynamicModule, Module } from '@nestjs/common';
 import { APP_FILTER } from '@nestjs/core';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import { LoggerModule } from 'nestjs-pino';
+import { AlertsModule } from './alerts/alerts.module';
 import { AuthModule } from './auth/auth.module';
 import { ProblemFilter } from './common/problem.filter';
 import { dataSourceOptions } from './database/data-source';
@@ -70,6 +71,7 @@ export class AppModule {
         PolicyModule,
         QueryModule,
         ExportModule,
+        AlertsModule,
         HealthModule,
       ],
       providers: [

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { z } from 'zod';
 
 /**
@@ -16,6 +17,38 @@ const optionalUrl = z
   .url()
   .optional()
   .transform((v) => (v === '' ? undefined : v));
+
+const DURATION_UNIT_MS = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+
+/** `5s,5m,30m,2h`: a list of delays, in milliseconds. */
+const delayList = z.string().transform((v, ctx) => {
+  const out: number[] = [];
+  for (const part of v.split(',').map((p) => p.trim())) {
+    const m = /^(\d{1,9})(ms|s|m|h|d)$/.exec(part);
+    if (!m) {
+      ctx.addIssue({ code: 'custom', message: `"${part}" is not a delay like 500ms, 5s, 5m, 2h or 1d` });
+      return z.NEVER;
+    }
+    out.push(Number(m[1]) * DURATION_UNIT_MS[m[2] as keyof typeof DURATION_UNIT_MS]);
+  }
+  return out;
+});
+
+/** `hooks.example.com,*.internal.example,10.1.0.0/16,127.0.0.1`: host names, IP addresses and CIDRs. */
+const hostList = z.string().transform((v, ctx) => {
+  const entries = v.split(',').map((p) => p.trim()).filter(Boolean);
+  for (const e of entries) {
+    const [addr, prefix, extra] = e.replace(/^\[|\]$/g, '').split('/');
+    const family = isIP(addr);
+    const okPrefix = prefix === undefined || (/^\d{1,3}$/.test(prefix) && Number(prefix) <= (family === 6 ? 128 : 32));
+    const okName = /^(\*\.)?[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\.?$/i.test(e);
+    if (!(family !== 0 ? okPrefix && extra === undefined : okName)) {
+      ctx.addIssue({ code: 'custom', message: `"${e}" is not a host name, IP address or CIDR` });
+      return z.NEVER;
+    }
+  }
+  return entries;
+});
 
 export const envSchema = z
   .object({
@@ -46,6 +79,12 @@ export const envSchema = z
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     LOG_FORMAT: z.enum(['json', 'pretty']).optional(),
     INGEST_MAX_GROUP_EVENTS: int(1, 100_000).default(5000),
+    WEBHOOK_ALLOWED_HOSTS: hostList.prefault(''),
+    WEBHOOK_RETRY_SCHEDULE: delayList.prefault('5s,5m,30m,2h,5h,10h,10h'),
+    WEBHOOK_TIMEOUT_MS: int(100, 120_000).default(15_000),
+    WEBHOOK_POLL_MS: int(10, 60_000).default(500),
+    WEBHOOK_WORKER: bool.default(true),
+    PUBLIC_BASE_URL: optionalUrl,
     POLICIES_DIR: z.string().min(1).default('policies'),
     POLICY_EVALUATOR: bool.optional(),
     POLICY_POLL_MS: int(100, 3_600_000).default(5000),
