@@ -168,6 +168,28 @@ describe('OTLP ingest (real OpenTelemetry SDK and exporters)', () => {
     assert.equal((await storedEvents(t.db, 'idem')).length, 12);
   });
 
+  it('503 with Retry-After when the ledger queue cannot take the spans (the exporter retries)', async () => {
+    const small = await startTestApp({ INGEST_MAX_GROUP_EVENTS: '1' }); // a queue of 20 events
+    try {
+      const spans = Array.from({ length: 30 }, (_, i) => ({
+        traceId: '4bf92f3577b34da6a3ce929d0e0e4736',
+        spanId: (i + 1).toString(16).padStart(16, '0'),
+        name: 'chat m',
+        startTimeUnixNano: '1764064800000000000',
+        attributes: [{ key: 'gen_ai.operation.name', value: { stringValue: 'chat' } }],
+      }));
+      const res = await call(small.url, 'POST', '/otlp/v1/traces', {
+        token: await small.token('busy', 'events:write'),
+        json: { resourceSpans: [{ scopeSpans: [{ spans }] }] },
+      });
+      assertProblem(res, 503, 'ledger_busy');
+      assert.equal(res.headers.get('retry-after'), '1');
+      assert.equal((await storedEvents(small.db, 'busy')).length, 0);
+    } finally {
+      await small.close();
+    }
+  });
+
   describe('bad input', () => {
     const post = (body: string | Buffer, headers: Record<string, string>, token = writer) =>
       call(t.url, 'POST', '/otlp/v1/traces', { raw: body, token, headers });
