@@ -1,5 +1,7 @@
 import { Inject, Injectable, Logger, type OnApplicationBootstrap, type OnModuleDestroy } from '@nestjs/common';
+import { Counter, Histogram } from 'prom-client';
 import { Webhook } from 'standardwebhooks';
+import { MetricsService } from '../metrics/metrics.service';
 import type { AppConfig } from '../runtime/runtime';
 import { APP_CONFIG } from '../runtime/tokens';
 import { postWebhook, type PostOutcome } from './webhook-http';
@@ -30,12 +32,27 @@ export class DeliveryWorker implements OnApplicationBootstrap, OnModuleDestroy {
   private tick?: Promise<void>;
   private again = false;
   private running = false;
+  private readonly attempts: Counter<'outcome'>;
+  private readonly latency: Histogram;
 
   constructor(
     private readonly repo: WebhooksRepository,
     @Inject(APP_CONFIG) private readonly config: AppConfig,
+    metrics: MetricsService,
   ) {
     this.allow = new AllowList(config.env.WEBHOOK_ALLOWED_HOSTS);
+    this.attempts = new Counter({
+      name: 'agent_ledger_webhook_attempts_total',
+      help: 'Webhook delivery attempts by the state they left the delivery in (delivered, failed, dead)',
+      labelNames: ['outcome'] as const,
+      registers: [metrics.registry],
+    });
+    this.latency = new Histogram({
+      name: 'agent_ledger_webhook_attempt_duration_seconds',
+      help: 'Duration of webhook delivery attempts that reached the receiver',
+      buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers: [metrics.registry],
+    });
   }
 
   onApplicationBootstrap(): void {
@@ -104,14 +121,14 @@ export class DeliveryWorker implements OnApplicationBootstrap, OnModuleDestroy {
     const payload = envelopeSchema.safeParse(d.payload);
     if (!payload.success) {
       const error = 'the stored payload is malformed; not sent';
-      return this.repo.recordAttempt(d, { statusCode: null, latencyMs: null, excerpt: null, error, status: 'dead', nextAttemptAt: null });
+      return this.record(d, { statusCode: null, latencyMs: null, excerpt: null, error, status: 'dead', nextAttemptAt: null });
     }
     let target: CheckedUrl;
     try {
       target = await checkWebhookUrl(d.url, this.allow);
     } catch (err) {
       if (!(err instanceof UrlRefusedError)) throw err;
-      return this.repo.recordAttempt(d, this.retryOrDie(d, { error: `refused before connecting: ${err.message}`, latencyMs: 0 }));
+      return this.record(d, this.retryOrDie(d, { error: `refused before connecting: ${err.message}`, latencyMs: 0 }));
     }
 
     const body = renderBody(d.format, payload.data);
@@ -156,6 +173,12 @@ export class DeliveryWorker implements OnApplicationBootstrap, OnModuleDestroy {
       { delivery: d.id, webhook_id: d.webhook_id, endpoint: d.endpoint_id, attempt: d.attempt, status: out.status, outcome: result.status },
       'webhook attempt',
     );
+    return this.record(d, result);
+  }
+
+  private record(d: ClaimedDelivery, result: AttemptResult): Promise<void> {
+    this.attempts.inc({ outcome: result.status });
+    if (result.statusCode !== null && result.latencyMs !== null) this.latency.observe(result.latencyMs / 1000);
     return this.repo.recordAttempt(d, result);
   }
 

@@ -380,6 +380,9 @@ describe('webhooks', () => {
       assert.equal(d.attempt_log[2].error, null);
       await sleep(3 * SCHEDULE_MS);
       assert.equal(r.hits.length, 3, 'nothing more after success');
+      const metrics = await call(t.url, 'GET', '/metrics');
+      assert.match(metrics.text, /^agent_ledger_webhook_attempts_total\{outcome="failed"\} [1-9]\d*$/m);
+      assert.match(metrics.text, /^agent_ledger_webhook_attempts_total\{outcome="delivered"\} [1-9]\d*$/m);
     });
 
     test('the schedule ends: a receiver that always fails gets 1 + schedule attempts, then the delivery is dead', async () => {
