@@ -17,7 +17,8 @@ const isOtlp = (url: string) => url.startsWith(OTLP_PATH_PREFIX);
  */
 export function registerOtlpBodyParsing(fastify: FastifyInstance): void {
   fastify.addContentTypeParser(PROTOBUF, { parseAs: 'buffer' }, (request, body, done) => {
-    if (!isOtlp(request.url)) done(Object.assign(OtlpError.unsupportedMediaType(PROTOBUF), { statusCode: 415 }), undefined);
+    // elsewhere protobuf stays what it was: an unsupported media type
+    if (!isOtlp(request.url)) done(Object.assign(new Error('this route accepts application/json'), { statusCode: 415 }), undefined);
     else done(null, body);
   });
   fastify.addHook('preParsing', async (request, _reply, payload) => {

@@ -210,6 +210,11 @@ describe('OTLP ingest (real OpenTelemetry SDK and exporters)', () => {
       assertProblem(await post('<x/>', { 'content-type': 'application/xml' }), 415, 'unsupported_media_type');
     });
 
+    it('protobuf stays a 415 on the other routes', async () => {
+      const res = await call(t.url, 'POST', '/v1/events', { raw: Buffer.from([0x0a, 0x00]), token: writer, headers: { 'content-type': 'application/x-protobuf' } });
+      assertProblem(res, 415, 'unsupported_media_type');
+    });
+
     it('415 for an encoding other than gzip', async () => {
       assertProblem(await post(request(span()), { 'content-type': 'application/json', 'content-encoding': 'br' }), 415, 'unsupported_encoding');
     });
