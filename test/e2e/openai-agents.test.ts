@@ -3,7 +3,7 @@ import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { Agent, Runner, setTraceProcessors, setTracingDisabled, tool } from '@openai/agents';
+import { Agent, Runner, setTraceProcessors, setTracingDisabled, tool, withCustomSpan } from '@openai/agents';
 import { AgentLedger } from '../../src/sdk';
 import { LedgerTracingProcessor } from '../../src/sdk/openai-agents';
 import { startTestApp, type TestApp } from '../support/app';
@@ -151,6 +151,48 @@ describe('OpenAI Agents SDK processor (real runner, scripted model)', () => {
     });
     assert.deepEqual(v.map((x) => x.rule_id), ['refund-needs-approval']);
     assert.deepEqual(await violations(approvedTrace), []);
+  });
+
+  it('handoff, guardrail and custom spans map to handoff, validation and custom.agents.custom in the same tree', async () => {
+    const billing = new Agent({ name: 'billing-agent', instructions: 'Answer billing questions.', model: new ScriptedModel('unused', {}, 'Invoice sent.') });
+    const support = new Agent({
+      name: 'support-agent',
+      instructions: 'Hand billing questions over.',
+      model: new ScriptedModel('transfer_to_billing_agent', {}),
+      handoffs: [billing],
+      inputGuardrails: [
+        {
+          name: 'no-pii',
+          execute: async () =>
+            withCustomSpan(async () => ({ tripwireTriggered: false, outputInfo: { pii: false } }), { data: { name: 'pii-scan', data: { scanned: 1 } } }),
+        },
+      ],
+    });
+    const res = await new Runner({ groupId: 'conv-handoff' }).run(support, 'I need my invoice');
+    assert.equal(res.finalOutput, 'Invoice sent.');
+    await processor.forceFlush();
+    const evs = (await storedEvents(t.db, TENANT)).filter((e) => e.event.session_id === 'conv-handoff');
+    const types = evs.map((e) => e.event.type);
+    const one = (type: string) => {
+      const found = evs.filter((e) => e.event.type === type);
+      assert.equal(found.length, 1, `${type} in ${types.join(', ')}`);
+      return found[0].event;
+    };
+    const handoff = one('handoff');
+    assert.deepEqual([handoff.agent, handoff.attributes?.from_agent, handoff.attributes?.target_agent], ['support-agent', 'support-agent', 'billing-agent']);
+    const validation = one('validation');
+    assert.equal(validation.name, 'no-pii');
+    assert.equal(validation.attributes?.passed, true);
+    assert.equal(validation.agent, 'support-agent');
+    const custom = one('custom.agents.custom');
+    assert.equal(custom.name, 'pii-scan');
+    assert.deepEqual(custom.attributes?.data, { scanned: 1 });
+    assert.equal(custom.parent_span_id, validation.span_id, 'the custom span nests under the guardrail');
+    const runs = evs.filter((e) => e.event.type === 'run.started').map((e) => e.event.agent);
+    assert.deepEqual(runs.sort(), ['billing-agent', 'support-agent']);
+    assert.deepEqual(evs.filter((e) => e.event.type === 'run.completed').map((e) => e.event.agent).sort(), ['billing-agent', 'support-agent']);
+    assert.equal(new Set(evs.map((e) => e.event.trace_id)).size, 1);
+    assertTree(evs);
   });
 });
 
