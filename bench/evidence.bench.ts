@@ -1,9 +1,8 @@
+import { spawn } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
-import { createWriteStream, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import type { JWK } from 'jose';
 import { Client } from 'pg';
 import { mintToken } from '../src/auth/token';
@@ -115,13 +114,16 @@ async function main(): Promise<void> {
       let peak = before;
       const sampler = setInterval(() => (peak = Math.max(peak, rssKiB(pid))), 20);
       const t = performance.now();
-      const res = await fetch(`${svc.url}/v1/exports`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${exporter}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ from: timeOf(0), to: timeOf(count) }),
+      // curl writes the stream to disk natively: the client is not what is measured
+      const status = await new Promise<string>((resolve, reject) => {
+        const curl = spawn('curl', ['-sS', '-o', file, '-w', '%{http_code}', '-X', 'POST', '-H', `authorization: Bearer ${exporter}`,
+          '-H', 'content-type: application/json', '--data', JSON.stringify({ from: timeOf(0), to: timeOf(count) }), `${svc.url}/v1/exports`]);
+        let out = '';
+        curl.stdout.on('data', (d: Buffer) => (out += d.toString()));
+        curl.on('error', reject);
+        curl.on('exit', () => resolve(out));
       });
-      if (res.status !== 200) throw new Error(`export answered ${res.status}: ${await res.text()}`);
-      await pipeline(Readable.fromWeb(res.body! as import('node:stream/web').ReadableStream), createWriteStream(file));
+      if (status !== '200') throw new Error(`export answered ${status}: ${readFileSync(file, 'utf8').slice(0, 300)}`);
       const seconds = (performance.now() - t) / 1000;
       clearInterval(sampler);
       peak = Math.max(peak, rssKiB(pid));

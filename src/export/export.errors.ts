@@ -1,13 +1,14 @@
 import { ProblemError } from '../common/problem';
 
 export enum ExportErrorCode {
+  NotFound = 'not_found',
   NothingToExport = 'nothing_to_export',
 }
 
 export class ExportError extends ProblemError {
   /** Another tenant's trace or session answers the same: never confirm it exists elsewhere. */
   static notFound(what: string): ExportError {
-    return new ExportError(404, 'not_found', 'Not found', `${what} was not found`);
+    return new ExportError(404, ExportErrorCode.NotFound, 'Not found', `${what} was not found`);
   }
 
   static emptyLedger(): ExportError {
