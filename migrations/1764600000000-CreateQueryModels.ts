@@ -113,8 +113,14 @@ export class CreateQueryModels1764600000000 implements MigrationInterface {
       $$`);
     await q.query(`GRANT EXECUTE ON FUNCTION query_add_counts(jsonb, jsonb) TO agent_ledger_app`);
 
-    // MAINTAIN (PostgreSQL 17+): the projector runs ANALYZE on its tables during bulk loads
-    await q.query(`GRANT MAINTAIN ON query_events, tool_calls, trace_summaries TO agent_ledger_app`);
+    // The projector runs ANALYZE on its tables during bulk loads: MAINTAIN exists from PostgreSQL 17 on
+    // (before, ANALYZE by the runtime role only warns and autovacuum keeps the statistics).
+    await q.query(`
+      DO $$ BEGIN
+        IF current_setting('server_version_num')::int >= 170000 THEN
+          EXECUTE 'GRANT MAINTAIN ON query_events, tool_calls, trace_summaries TO agent_ledger_app';
+        END IF;
+      END $$`);
     await q.query(`GRANT SELECT, INSERT, UPDATE ON query_cursors TO agent_ledger_app`);
     await q.query(`GRANT SELECT, INSERT ON query_events TO agent_ledger_app`);
     await q.query(`GRANT SELECT, INSERT, UPDATE ON trace_summaries TO agent_ledger_app`);
