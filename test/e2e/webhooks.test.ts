@@ -258,6 +258,25 @@ describe('webhooks', () => {
       assert.deepEqual(list.body.webhooks, []);
       assertProblem(await call(t.url, 'GET', `/v1/webhooks/not-a-uuid/deliveries`, { token: bAdmin }), 400, 'validation_failed', ['path.id']);
     });
+    test('the worker and the delivery log queries can use their indexes (EXPLAIN)', async () => {
+      const plans = await asSuperuser(t.db, async (c) => {
+        await c.query('SET enable_seqscan = off');
+        const explain = async (sql: string, params: unknown[] = []) =>
+          (await c.query<{ 'QUERY PLAN': string }>(`EXPLAIN ${sql}`, params)).rows.map((r) => r['QUERY PLAN']).join('\n');
+        return {
+          due: await explain(
+            `SELECT tenant_id, id FROM webhook_deliveries WHERE next_attempt_at IS NOT NULL AND next_attempt_at <= now()
+             ORDER BY next_attempt_at LIMIT 16 FOR UPDATE SKIP LOCKED`,
+          ),
+          log: await explain(
+            `SELECT id FROM webhook_deliveries WHERE tenant_id = $1 AND endpoint_id = $2 ORDER BY created_at DESC, id DESC LIMIT 50`,
+            ['acme', randomUUID()],
+          ),
+        };
+      });
+      assert.match(plans.due, /webhook_deliveries_due/, plans.due);
+      assert.match(plans.log, /webhook_deliveries_endpoint/, plans.log);
+    });
   });
 
   describe('delivery', () => {
