@@ -3,7 +3,7 @@ import type { OtlpRequest, OtlpSpan, OtlpSpanEvent, OtlpValue } from './otlp-typ
 /**
  * A minimal protobuf decoder for the OTLP trace messages we ingest
  * (opentelemetry-proto v1: collector/trace/v1, trace/v1, common/v1,
- * resource/v1), plus the two small messages we answer with.
+ * resource/v1), and the ExportTraceServiceResponse we answer with.
  *
  * Why hand-written: `@opentelemetry/otlp-transformer` only *serialises*
  * requests (and parses responses); its reader is internal and not exported,
@@ -389,9 +389,4 @@ export function encodeTraceResponse(rejectedSpans: number, errorMessage: string)
   if (rejectedSpans > 0) parts.push(Buffer.from([...varint((1 << 3) | WIRE_VARINT), ...varint(rejectedSpans)]));
   if (errorMessage) parts.push(lenField(2, Buffer.from(errorMessage, 'utf8')));
   return lenField(1, Buffer.concat(parts));
-}
-
-/** google.rpc.Status {1: int32 code, 2: string message}: the body of OTLP/HTTP error responses. */
-export function encodeStatus(code: number, message: string): Buffer {
-  return Buffer.concat([Buffer.from([...varint((1 << 3) | WIRE_VARINT), ...varint(code)]), lenField(2, Buffer.from(message, 'utf8'))]);
 }
