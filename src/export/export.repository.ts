@@ -25,35 +25,51 @@ export class ExportRepository {
   /**
    * The filter as SQL on ledger_entries e. Indexes: ledger_entries_trace
    * (tenant_id, trace_id, seq), ledger_entries_session (tenant_id,
-   * session_id, seq), ledger_entries_agent (tenant_id, agent, seq); a time
-   * range alone walks the primary key (tenant_id, seq) in order.
+   * session_id, seq), ledger_entries_agent (tenant_id, agent, seq),
+   * ledger_entries_time (tenant_id, event_time).
+   *
+   * `pageable`: for the keyset pages. A time range there is written as an
+   * expression (`event_time + interval '0'`) that no index matches, so the
+   * pages walk the primary key (tenant_id, seq) in order between the bounds
+   * from `bounds()`. Left to itself the planner prefers ledger_entries_time
+   * for a time range, then sorts every matching row by seq for each page of
+   * 1000: quadratic in the size of the export.
    */
-  private where(tenant: string, filter: ExportFilter, maxSeq: number, afterSeq: number): { sql: string; params: unknown[] } {
+  private where(tenant: string, filter: ExportFilter, maxSeq: number, afterSeq: number, pageable: boolean): { sql: string; params: unknown[] } {
     const params: unknown[] = [tenant, afterSeq, maxSeq];
     const parts = ['e.tenant_id = $1', 'e.seq > $2', 'e.seq <= $3'];
     const add = (column: string, op: string, value: unknown) => {
       params.push(value);
       parts.push(`${column} ${op} $${params.length}`);
     };
+    const time = pageable ? "(e.event_time + interval '0')" : 'e.event_time';
     if ('trace_id' in filter) add('e.trace_id', '=', filter.trace_id);
     else if ('session_id' in filter) add('e.session_id', '=', filter.session_id);
     else {
       if (filter.agent !== undefined) add('e.agent', '=', filter.agent);
-      if (filter.from !== undefined) add('e.event_time', '>=', filter.from);
-      if (filter.to !== undefined) add('e.event_time', '<', filter.to);
+      if (filter.from !== undefined) add(time, '>=', filter.from);
+      if (filter.to !== undefined) add(time, '<', filter.to);
     }
     return { sql: parts.join(' AND '), params };
   }
 
-  async any(tenant: string, filter: ExportFilter, maxSeq: number): Promise<boolean> {
-    const w = this.where(tenant, filter, maxSeq, 0);
-    const rows: unknown[] = await this.ds.query(`SELECT 1 FROM ledger_entries e WHERE ${w.sql} LIMIT 1`, w.params);
-    return rows.length > 0;
+  /**
+   * The first and last seq matching the filter within the tree of `maxSeq`
+   * entries, or undefined when none does: one index range (trace, session,
+   * agent or event_time) read without sorting.
+   */
+  async bounds(tenant: string, filter: ExportFilter, maxSeq: number): Promise<{ first: number; last: number } | undefined> {
+    const w = this.where(tenant, filter, maxSeq, 0, false);
+    const [row]: { first: string | null; last: string | null }[] = await this.ds.query(
+      `SELECT min(e.seq) AS first, max(e.seq) AS last FROM ledger_entries e WHERE ${w.sql}`,
+      w.params,
+    );
+    return row.first === null || row.last === null ? undefined : { first: Number(row.first), last: Number(row.last) };
   }
 
   /** One page of matching entries after `afterSeq`, with bodies (absent body = erased). */
   async page(tenant: string, filter: ExportFilter, afterSeq: number, maxSeq: number, limit: number): Promise<ExportRow[]> {
-    const w = this.where(tenant, filter, maxSeq, afterSeq);
+    const w = this.where(tenant, filter, maxSeq, afterSeq, true);
     w.params.push(limit);
     const rows: (ExportRow & { seq: string })[] = await this.ds.query(
       `SELECT e.seq, e.record, b.body, e.kid, e.batch
@@ -66,7 +82,7 @@ export class ExportRepository {
 
   /** The batch ids of one page of matching entries (the second pass, for the bundle's batches). */
   async batchPage(tenant: string, filter: ExportFilter, afterSeq: number, maxSeq: number, limit: number): Promise<{ seq: number; batch: string }[]> {
-    const w = this.where(tenant, filter, maxSeq, afterSeq);
+    const w = this.where(tenant, filter, maxSeq, afterSeq, true);
     w.params.push(limit);
     const rows: { seq: string; batch: string }[] = await this.ds.query(
       `SELECT e.seq, e.batch FROM ledger_entries e WHERE ${w.sql} ORDER BY e.seq LIMIT $${w.params.length}`,

@@ -21,6 +21,7 @@ import type { AppConfig } from '../runtime/runtime';
 import { APP_CONFIG } from '../runtime/tokens';
 import { ExportError } from './export.errors';
 import { ExportRepository, type ExportRow } from './export.repository';
+import { pager } from './pager';
 
 /** Entries read (and proven) per query: bounds the memory of one export. */
 const PAGE = 1000;
@@ -61,14 +62,22 @@ export class ExportService {
     const checkpoint = await this.checkpoints.cutNow(p.tenant);
     const whole = 'trace_id' in filter ? `trace ${filter.trace_id}` : 'session_id' in filter ? `session ${JSON.stringify(filter.session_id)}` : undefined;
     if (!checkpoint) throw whole ? ExportError.notFound(whole) : ExportError.emptyLedger();
-    if (whole && !(await this.repo.any(p.tenant, filter, checkpoint.size))) throw ExportError.notFound(whole);
+    const bounds = await this.repo.bounds(p.tenant, filter, checkpoint.size);
+    if (whole && !bounds) throw ExportError.notFound(whole);
     const exportedAt = new Date().toISOString();
-    const stream = Readable.from(this.write(p, filter, checkpoint, exportedAt), { objectMode: false, highWaterMark: STREAM_HIGH_WATER });
+    const stream = Readable.from(this.write(p, filter, checkpoint, bounds, exportedAt), { objectMode: false, highWaterMark: STREAM_HIGH_WATER });
     stream.on('error', (err) => this.logger.error({ err, tenant: p.tenant }, 'evidence export aborted'));
     return { filename: `evidence-${p.tenant}-${exportedAt.replace(/[:.]/g, '-')}.json`, checkpointSize: checkpoint.size, stream };
   }
 
-  private async *write(p: Principal, filter: ExportFilter, cp: SignedCheckpoint, exportedAt: string): AsyncGenerator<string> {
+  /** `bounds`: the first and last matching seq (none match when undefined); the pages walk only that range. */
+  private async *write(
+    p: Principal,
+    filter: ExportFilter,
+    cp: SignedCheckpoint,
+    bounds: { first: number; last: number } | undefined,
+    exportedAt: string,
+  ): AsyncGenerator<string> {
     const tenant = p.tenant;
     const w = new BundleWriter();
     yield w.start(cp.note);
@@ -77,8 +86,9 @@ export class ExportService {
     const kids = new Set<string>();
     const proofBatch = new ProofBatch(cp.size);
     // The next page is read while this one is proven and written.
-    const pages = prefetching((after) => this.repo.page(tenant, filter, after, cp.size, PAGE));
-    for (let rows = await pages.next(0); rows.length; rows = await pages.next()) {
+    const adaptive = !('trace_id' in filter || 'session_id' in filter);
+    const pages = pager((after, upTo) => this.repo.page(tenant, filter, after, upTo, PAGE), bounds, PAGE, adaptive);
+    for (let rows = await pages.next(); rows.length; rows = await pages.next()) {
       const proofs = await this.proofs(tenant, rows.map((r) => r.seq), proofBatch);
       let out = '';
       for (const r of rows) {
@@ -108,8 +118,8 @@ export class ExportService {
       }
       return out;
     };
-    const batchPages = prefetching((after) => this.repo.batchPage(tenant, filter, after, cp.size, PAGE));
-    for (let rows = await batchPages.next(0); rows.length; rows = await batchPages.next()) {
+    const batchPages = pager((after, upTo) => this.repo.batchPage(tenant, filter, after, upTo, PAGE), bounds, PAGE, adaptive);
+    for (let rows = await batchPages.next(); rows.length; rows = await batchPages.next()) {
       const out = await writeBatches(rows.map((r) => r.batch));
       if (out) yield out;
     }
@@ -172,22 +182,4 @@ export class ExportService {
       return { kid: k.kid, alg: k.alg as 'EdDSA' | 'ES256', jwk, registration: bundleEntry(row.seq, row.record, row.body, proofs.get(row.seq)!) };
     });
   }
-}
-
-/**
- * Keyset pages by seq, one read ahead: `next(0)` starts at the beginning; each
- * call returns the page after the previous one (empty at the end) and already
- * starts reading the following one. A read ahead that nobody awaits (the
- * client went away) cannot become an unhandled rejection.
- */
-function prefetching<T extends { seq: number }>(read: (afterSeq: number) => Promise<T[]>) {
-  let ahead: Promise<T[]> | undefined;
-  return {
-    async next(start?: number): Promise<T[]> {
-      const rows = await (start !== undefined ? read(start) : (ahead ?? Promise.resolve([])));
-      ahead = rows.length === PAGE ? read(rows[rows.length - 1].seq) : undefined;
-      ahead?.catch(() => undefined);
-      return rows;
-    },
-  };
 }
