@@ -16,7 +16,7 @@ const SERVICE = `(type LIKE 'ledger.%' OR type LIKE 'policy.%')`;
 
 /**
  * Owns the query read models (query_cursors, query_events, trace_summaries,
- * tool_calls) and writes them. Reads ledger_entries and ledger_bodies, never
+ * tool_calls, tool_call_repeats) and writes them. Reads ledger_entries and ledger_bodies, never
  * writes them. Each page is projected by a handful of set-based statements
  * that run inside PostgreSQL (no row travels to Node), in the transaction
  * that moves the tenant's cursor.
@@ -136,7 +136,7 @@ export class ProjectorRepository {
    * row) turn the per-page index lookups into scans of whole tables.
    */
   async analyze(): Promise<void> {
-    await this.ds.query(`ANALYZE query_events, tool_calls, trace_summaries`);
+    await this.ds.query(`ANALYZE query_events, tool_calls, tool_call_repeats, trace_summaries`);
   }
 
   /** The read-model rows of entries (from, to]. */
@@ -163,7 +163,22 @@ export class ProjectorRepository {
     );
     // 3. a call's duration and error come from its result, which may be in this page or an earlier one
     await this.completeToolCalls(tx, tenant, from, to);
-    // 4. run summaries: this page's producer events and violation entries, merged into each run's row
+    // 4. the loops report's rollup: each (run, tool, args) group this page added a call to, recomputed from all
+    //    its calls (index tool_calls_repeats), kept once it has two or more
+    await tx.query(
+      `INSERT INTO tool_call_repeats AS r (tenant_id, trace_id, tool, args_digest, calls, first_seq, last_seq, first_time,
+                                           last_time, agents)
+       SELECT $1, t.trace_id, t.tool, t.args_digest, count(*), min(t.seq), max(t.seq), min(t.event_time), max(t.event_time),
+              array_agg(DISTINCT t.agent COLLATE "C" ORDER BY t.agent COLLATE "C")
+       FROM (SELECT DISTINCT trace_id, tool, args_digest FROM tool_calls WHERE tenant_id = $1 AND seq > $2 AND seq <= $3) g
+       JOIN tool_calls t ON t.tenant_id = $1 AND t.trace_id = g.trace_id AND t.tool = g.tool AND t.args_digest = g.args_digest
+       GROUP BY t.trace_id, t.tool, t.args_digest HAVING count(*) >= 2
+       ON CONFLICT (tenant_id, trace_id, tool, args_digest) DO UPDATE SET
+         calls = excluded.calls, first_seq = excluded.first_seq, last_seq = excluded.last_seq,
+         first_time = excluded.first_time, last_time = excluded.last_time, agents = excluded.agents`,
+      range,
+    );
+    // 5. run summaries: this page's producer events and violation entries, merged into each run's row
     await tx.query(
       `WITH page AS (
          SELECT trace_id, seq, session_id, agent, type, name, status, event_time, attributes,

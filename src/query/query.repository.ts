@@ -186,16 +186,52 @@ export class QueryRepository {
     );
   }
 
-  /** Same tool, identical args, min_repeats times or more in one run (index tool_calls_repeats). */
+  /**
+   * Same tool, identical args, min_repeats times or more in one run. The
+   * candidates are the rollup's groups (tool_call_repeats: every group with
+   * two or more calls, index tool_call_repeats_calls); a group whose calls
+   * all fall inside the agent and time filter is taken as it is, one the
+   * filter cuts is recounted from its calls (index tool_calls_repeats).
+   */
   repeatedCalls(tenant: string, f: ReportFilter, minRepeats: number, limit: number): Promise<{ trace_id: string; tool: string; n: string; first_seq: string; last_seq: string; args: unknown }[]> {
-    const w = reportWhere(tenant, f, 'event_time', 'agent');
+    const w = new Where(tenant, 'r.tenant_id');
+    const min = w.param(minRepeats);
+    w.add(`r.calls >= ${min}`);
+    // `whole`: every call of the group passes the filter; `calls`: the filter on one call
+    const whole: string[] = [];
+    const calls = ['t.tenant_id = $1'];
+    if (f.agent) {
+      const agent = w.param(f.agent);
+      w.add(`r.agents @> ARRAY[${agent}]::text[]`);
+      whole.push(`r.agents = ARRAY[${agent}]::text[]`);
+      calls.push(`t.agent = ${agent}`);
+    }
+    if (f.from) {
+      const from = w.param(f.from);
+      w.add(`r.last_time >= ${from}::timestamptz`);
+      whole.push(`r.first_time >= ${from}::timestamptz`);
+      calls.push(`t.event_time >= ${from}::timestamptz`);
+    }
+    if (f.to) {
+      const to = w.param(f.to);
+      w.add(`r.first_time < ${to}::timestamptz`);
+      whole.push(`r.last_time < ${to}::timestamptz`);
+      calls.push(`t.event_time < ${to}::timestamptz`);
+    }
+    const lim = w.param(limit);
+    const loops = whole.length
+      ? `SELECT r.trace_id, r.tool, r.calls AS n, r.first_seq, r.last_seq FROM candidates r WHERE ${whole.join(' AND ')}
+         UNION ALL
+         SELECT r.trace_id, r.tool, c.n, c.first_seq, c.last_seq FROM candidates r
+         CROSS JOIN LATERAL (
+           SELECT count(*) AS n, min(t.seq) AS first_seq, max(t.seq) AS last_seq FROM tool_calls t
+           WHERE ${calls.join(' AND ')} AND t.trace_id = r.trace_id AND t.tool = r.tool AND t.args_digest = r.args_digest
+         ) c
+         WHERE NOT (${whole.join(' AND ')}) AND c.n >= ${min}`
+      : `SELECT r.trace_id, r.tool, r.calls AS n, r.first_seq, r.last_seq FROM candidates r`;
     return this.ds.query(
-      `WITH loops AS (
-         SELECT trace_id, tool, args_digest, count(*) AS n, min(seq) AS first_seq, max(seq) AS last_seq
-         FROM tool_calls WHERE ${w.sql}
-         GROUP BY trace_id, tool, args_digest HAVING count(*) >= ${w.param(minRepeats)}
-         ORDER BY n DESC, first_seq LIMIT ${w.param(limit)}
-       )
+      `WITH candidates AS (SELECT * FROM tool_call_repeats r WHERE ${w.sql}),
+       loops AS (${loops} ORDER BY n DESC, first_seq LIMIT ${lim})
        SELECT l.trace_id, l.tool, l.n, l.first_seq, l.last_seq, e.attributes -> 'args' AS args
        FROM loops l LEFT JOIN query_events e ON e.tenant_id = $1 AND e.seq = l.first_seq
        ORDER BY l.n DESC, l.first_seq`,
