@@ -31,7 +31,7 @@ import { BENCH_SECRET, freePort, median, percentile, ROOT, startBenchDb, startSe
  */
 
 /** The query module's read models (emptied for the rebuild, vacuumed before the queries). */
-const READ_MODELS = ['query_events', 'trace_summaries', 'tool_calls', 'tool_call_repeats'];
+const READ_MODELS = ['query_events', 'trace_summaries', 'tool_calls', 'tool_call_days', 'tool_call_repeats'];
 const EVENTS = Number(process.env.BENCH_EVENTS ?? 1_000_000);
 const PER_TRACE = 100;
 const TRACES = Math.max(1, Math.round(EVENTS / PER_TRACE));

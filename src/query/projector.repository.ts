@@ -11,12 +11,19 @@ interface ToolRow {
   status: string | null;
 }
 
+/** A call's duration and error before a page completed it. */
+interface CallBefore {
+  seq: string;
+  duration_ms: number | null;
+  error: boolean;
+}
+
 /** Types the service writes itself (ledger.*, policy.*): producers cannot send them. */
 const SERVICE = `(type LIKE 'ledger.%' OR type LIKE 'policy.%')`;
 
 /**
  * Owns the query read models (query_cursors, query_events, trace_summaries,
- * tool_calls, tool_call_repeats) and writes them. Reads ledger_entries and ledger_bodies, never
+ * tool_calls, tool_call_days, tool_call_repeats) and writes them. Reads ledger_entries and ledger_bodies, never
  * writes them. Each page is projected by a handful of set-based statements
  * that run inside PostgreSQL (no row travels to Node), in the transaction
  * that moves the tenant's cursor.
@@ -84,14 +91,14 @@ export class ProjectorRepository {
    * cannot get wrong (primary key ranges and `= ANY` on an index), not as a
    * join whose plan depends on statistics of tables growing under it.
    */
-  private async completeToolCalls(tx: EntityManager, tenant: string, from: number, to: number): Promise<void> {
+  private async completeToolCalls(tx: EntityManager, tenant: string, from: number, to: number): Promise<CallBefore[]> {
     const cols = `seq, trace_id || span_id AS k, type, name, duration_ms, status`;
     const page: ToolRow[] = await tx.query(
       `SELECT ${cols} FROM query_events
        WHERE tenant_id = $1 AND seq > $2 AND seq <= $3 AND type IN ('tool.call', 'tool.result') AND name IS NOT NULL`,
       [tenant, from, to],
     );
-    if (!page.some((r) => r.type === 'tool.result')) return;
+    if (!page.some((r) => r.type === 'tool.result')) return [];
     // the same spans' earlier tool events (index query_events_tool_spans)
     const earlier: ToolRow[] = await tx.query(
       `SELECT ${cols} FROM query_events
@@ -121,12 +128,43 @@ export class ProjectorRepository {
         errors.push(c.status === 'error' || resultError);
       }
     }
-    if (!seqs.length) return;
+    if (!seqs.length) return [];
+    // one statement: `before` reads the snapshot the UPDATE starts from
+    return tx.query(
+      `WITH u AS (SELECT * FROM unnest($2::bigint[], $3::float8[], $4::boolean[]) AS u(seq, d, e)),
+       before AS (
+         SELECT t.seq, t.duration_ms, t.error FROM u JOIN tool_calls t ON t.tenant_id = $1 AND t.seq = u.seq WHERE t.seq <= $5
+       ),
+       updated AS (
+         UPDATE tool_calls t SET duration_ms = u.d, error = u.e FROM u WHERE t.tenant_id = $1 AND t.seq = u.seq RETURNING t.seq
+       )
+       SELECT seq, duration_ms, error FROM before`,
+      [tenant, seqs, durations, errors, from],
+    );
+  }
+
+  /**
+   * The tools report's per-day rollup: this page's calls as they are now,
+   * plus, for the earlier calls that this page completed, the difference
+   * between now and `before`.
+   */
+  private async rollUpToolCalls(tx: EntityManager, tenant: string, from: number, to: number, before: CallBefore[]): Promise<void> {
     await tx.query(
-      `UPDATE tool_calls t SET duration_ms = u.d, error = u.e
-       FROM unnest($2::bigint[], $3::float8[], $4::boolean[]) AS u(seq, d, e)
-       WHERE t.tenant_id = $1 AND t.seq = u.seq`,
-      [tenant, seqs, durations, errors],
+      `INSERT INTO tool_call_days AS d (tenant_id, tool, day, agent, calls, errors, timed)
+       SELECT $1, tool, day, agent, sum(dc), sum(de), sum(dt)
+       FROM (
+         SELECT tool, (event_time AT TIME ZONE 'UTC')::date AS day, agent, 1 AS dc, error::int AS de, (duration_ms IS NOT NULL)::int AS dt
+         FROM tool_calls WHERE tenant_id = $1 AND seq > $2 AND seq <= $3
+         UNION ALL
+         SELECT t.tool, (t.event_time AT TIME ZONE 'UTC')::date, t.agent, 0, t.error::int - b.e::int,
+                (t.duration_ms IS NOT NULL)::int - (b.d IS NOT NULL)::int
+         FROM unnest($4::bigint[], $5::float8[], $6::boolean[]) AS b(seq, d, e)
+         JOIN tool_calls t ON t.tenant_id = $1 AND t.seq = b.seq
+       ) x
+       GROUP BY tool, day, agent
+       ON CONFLICT (tenant_id, tool, day, agent) DO UPDATE SET
+         calls = d.calls + excluded.calls, errors = d.errors + excluded.errors, timed = d.timed + excluded.timed`,
+      [tenant, from, to, before.map((b) => b.seq), before.map((b) => b.duration_ms), before.map((b) => b.error)],
     );
   }
 
@@ -136,7 +174,7 @@ export class ProjectorRepository {
    * row) turn the per-page index lookups into scans of whole tables.
    */
   async analyze(): Promise<void> {
-    await this.ds.query(`ANALYZE query_events, tool_calls, tool_call_repeats, trace_summaries`);
+    await this.ds.query(`ANALYZE query_events, tool_calls, tool_call_days, tool_call_repeats, trace_summaries`);
   }
 
   /** The read-model rows of entries (from, to]. */
@@ -161,8 +199,10 @@ export class ProjectorRepository {
        WHERE tenant_id = $1 AND seq > $2 AND seq <= $3 AND type = 'tool.call' AND name IS NOT NULL`,
       range,
     );
-    // 3. a call's duration and error come from its result, which may be in this page or an earlier one
-    await this.completeToolCalls(tx, tenant, from, to);
+    // 3. a call's duration and error come from its result, which may be in this page or an earlier one;
+    //    the tools report's per-day rollup follows both
+    const before = await this.completeToolCalls(tx, tenant, from, to);
+    await this.rollUpToolCalls(tx, tenant, from, to, before);
     // 4. the loops report's rollup: each (run, tool, args) group this page added a call to, recomputed from all
     //    its calls (index tool_calls_repeats), kept once it has two or more
     await tx.query(

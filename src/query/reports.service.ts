@@ -10,7 +10,7 @@ const SEVERITIES = ['low', 'medium', 'high', 'critical'] as const;
  * Reports over the read models. A tool call is a tool.call event; its
  * duration is its own duration_ms, else that of a tool.result of the same
  * tool in the same span; it failed when either has status error.
- * Percentiles are exact (percentile_cont over the calls in range).
+ * Percentiles are exact (percentile_cont's values over the calls in range).
  */
 @Injectable()
 export class ReportsService {
@@ -21,10 +21,7 @@ export class ReportsService {
 
   async tools(tenant: string, q: z.infer<typeof toolsReportQuerySchema>) {
     await this.projector.catchUp(tenant);
-    const stats = await this.repo.toolStats(tenant, q);
-    const slow = q.slowest > 0 && stats.length
-      ? await this.repo.slowestCalls(tenant, q, stats.map((s) => s.tool), q.slowest * 4)
-      : [];
+    const { stats, slow } = await this.repo.toolReport(tenant, q, q.slowest * 4);
     return {
       tools: stats.map((s) => {
         const calls = Number(s.calls);

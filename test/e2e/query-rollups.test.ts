@@ -4,6 +4,7 @@ import { after, before, describe, test } from 'node:test';
 import type { TraceEvent } from '../../src/core/event';
 import { jcs } from '../../src/core/jcs';
 import { startTestApp, type TestApp } from '../support/app';
+import { asSuperuser } from '../support/db';
 import { call } from '../support/http';
 import { generateRuns, interleave, rng, spanIdOf, tenant, traceIdOf, type Tenant } from '../support/query-data';
 
@@ -100,6 +101,16 @@ describe('report rollups: loops from tool_call_repeats, tools from index-only sc
       ...call_(T3, 'triage-agent', 'send_email', { body: 'hi', to: 'c@example.com' }, at(60 * 24 + 6)),
       ...call_(T3, 'triage-agent', 'send_email', { body: 'hi', to: 'd@example.com' }, at(60 * 24 + 7)),
     ])));
+    // a call just before midnight whose failing result (with the duration) comes in a later batch, after midnight;
+    // a call that never gets a result (no duration: the tool's percentiles are null)
+    const late = spanIdOf(r);
+    const lateCall: TraceEvent = { id: randomUUID(), trace_id: T3, span_id: late, parent_span_id: null, session_id: null, type: 'tool.call',
+      name: 'lookup_invoice', agent: 'triage-agent', time: new Date(DAY - 100).toISOString(), duration_ms: null, status: null, attributes: { args: { order_id: 'A-8' } } };
+    sentA.push(...(await a.send([lateCall, { ...lateCall, id: randomUUID(), span_id: spanIdOf(r), type: 'tool.call', name: 'close_case', time: at(3) }])));
+    sentA.push(...(await a.send(call_(T2, 'billing-agent', 'search_kb', { q: 'y' }, at(20)))));
+    // a report waits for the projection: the result below is projected in a later page than its call
+    assert.equal((await call(t.url, 'GET', '/v1/reports/tools', { token: a.reader })).status, 200);
+    sentA.push(...(await a.send([{ ...lateCall, id: randomUUID(), type: 'tool.result', time: new Date(DAY + 100).toISOString(), status: 'error', duration_ms: 4321, attributes: {} }])));
     // generated runs around midnight, interleaved over many batches
     const runs = generateRuns({ traces: 30, seed: 78, start: DAY - 15 * 60_000 });
     for (const batch of interleave(runs, 25, 79)) sentA.push(...(await a.send(batch)));
@@ -119,6 +130,9 @@ describe('report rollups: loops from tool_call_repeats, tools from index-only sc
     ['a window holding whole groups', { from: at(-60), to: at(60 * 24 + 60) }],
     ['agent and a range', { agent: 'support-agent', from: at(-1), to: at(11) }],
     ['a range with no calls', { from: at(60 * 24 * 5) }],
+    ['whole days holding every call', { from: at(-24 * 60), to: at(3 * 24 * 60) }],
+    ['up to a minute before the last call', { from: at(-24 * 60), to: at(60 * 24 + 6) }],
+    ['from a minute after the first call', { from: new Date(DAY - 14 * 60_000).toISOString() }],
   ];
   for (const [label, f] of filters) {
     test(`loops, ${label}: equals the groups computed from the events as sent`, async () => {
@@ -172,4 +186,42 @@ describe('report rollups: loops from tool_call_repeats, tools from index-only sc
       }
     });
   }
+  test('tool_call_days and tool_call_repeats hold exactly what the events as sent give', async () => {
+    // the reports wait for the projection: after this, both rollups are complete
+    assert.equal((await call(t.url, 'GET', '/v1/reports/tools', { token: a.reader })).status, 200);
+    assert.equal((await call(t.url, 'GET', '/v1/reports/tools', { token: b.reader })).status, 200);
+    for (const [name, sent] of [['rollup-a', sentA], ['rollup-b', sentB]] as const) {
+      const days = new Map<string, { calls: number; errors: number; timed: number }>();
+      const repeats = new Map<string, Sent[]>();
+      for (const c of sent.filter((e) => e.type === 'tool.call')) {
+        const results = sent.filter((x) => x.type === 'tool.result' && x.trace_id === c.trace_id && x.span_id === c.span_id && x.name === c.name);
+        const duration = c.duration_ms ?? results.find((x) => x.duration_ms !== null)?.duration_ms ?? null;
+        const error = c.status === 'error' || results.some((x) => x.status === 'error');
+        const k = `${c.name}|${new Date(c.time).toISOString().slice(0, 10)}|${c.agent}`;
+        const d = days.get(k) ?? { calls: 0, errors: 0, timed: 0 };
+        days.set(k, { calls: d.calls + 1, errors: d.errors + Number(error), timed: d.timed + Number(duration !== null) });
+        const g = `${c.trace_id}|${c.name}|${jcs(c.attributes?.args ?? null)}`;
+        repeats.set(g, [...(repeats.get(g) ?? []), c]);
+      }
+      const wantRepeats = [...repeats.entries()].filter(([, g]) => g.length >= 2).map(([k, g]) => {
+        const times = g.map((c) => Date.parse(c.time));
+        const seqs = g.map((c) => c.seq);
+        return `${k.split('|').slice(0, 2).join('|')}|${g.length}|${Math.min(...seqs)}|${Math.max(...seqs)}|${new Date(Math.min(...times)).toISOString()}|${new Date(Math.max(...times)).toISOString()}|${[...new Set(g.map((c) => c.agent))].sort().join(',')}`;
+      });
+      const [gotDays, gotRepeats] = await asSuperuser(t.db, async (db) => [
+        (await db.query(`SELECT tool, to_char(day, 'YYYY-MM-DD') AS day, agent, calls, errors, timed FROM tool_call_days WHERE tenant_id = $1`, [name])).rows as { tool: string; day: string; agent: string; calls: number; errors: number; timed: number }[],
+        (await db.query(`SELECT trace_id, tool, calls, first_seq, last_seq, first_time, last_time, agents FROM tool_call_repeats WHERE tenant_id = $1`, [name])).rows as { trace_id: string; tool: string; calls: number; first_seq: string; last_seq: string; first_time: Date; last_time: Date; agents: string[] }[],
+      ]);
+      if (name === 'rollup-a') {
+        // the call completed by a later page, after midnight, counts on its own day, failed and timed
+        assert.deepEqual(gotDays.find((d) => d.tool === 'lookup_invoice' && d.day === '2026-11-09' && d.agent === 'triage-agent'), { tool: 'lookup_invoice', day: '2026-11-09', agent: 'triage-agent', calls: 1, errors: 1, timed: 1 });
+      }
+      assert.deepEqual(new Map(gotDays.map((d) => [`${d.tool}|${d.day}|${d.agent}`, { calls: d.calls, errors: d.errors, timed: d.timed }])), days, name);
+      assert.deepEqual(
+        gotRepeats.map((x) => `${x.trace_id}|${x.tool}|${x.calls}|${x.first_seq}|${x.last_seq}|${x.first_time.toISOString()}|${x.last_time.toISOString()}|${x.agents.join(',')}`).sort(),
+        wantRepeats.sort(),
+        name,
+      );
+    }
+  });
 });
