@@ -226,9 +226,11 @@ export class LedgerRepository {
     }
     if (inner.length) {
       const rows: { level: number; idx: string; hash: Buffer }[] = await q.query(
-        `SELECT n.level, n.idx, n.hash FROM merkle_nodes n
-         JOIN unnest($2::smallint[], $3::bigint[]) AS want(level, idx) ON n.level = want.level AND n.idx = want.idx
-         WHERE n.tenant_id = $1`,
+        // One primary-key probe per wanted node (LATERAL … LIMIT 1 keeps the planner from hashing
+        // all of the tenant's nodes, which it does on a fresh table's statistics: O(ledger) per lookup).
+        `SELECT want.level, want.idx, n.hash FROM unnest($2::smallint[], $3::bigint[]) AS want(level, idx)
+         CROSS JOIN LATERAL (SELECT m.hash FROM merkle_nodes m
+                             WHERE m.tenant_id = $1 AND m.level = want.level AND m.idx = want.idx LIMIT 1) n`,
         [tenant, inner.map((r) => r.level), inner.map((r) => r.index)],
       );
       for (const r of rows) out.set(nodeKey({ level: r.level, index: Number(r.idx) }), r.hash);
@@ -254,9 +256,9 @@ export class LedgerRepository {
     const out = new Map<string, Buffer>();
     if (!refs.length) return out;
     const rows: { level: number; idx: string; hash: Buffer }[] = await this.ds.query(
-      `SELECT n.level, n.idx, n.hash FROM merkle_nodes n
-       JOIN unnest($2::smallint[], $3::bigint[]) AS want(level, idx) ON n.level = want.level AND n.idx = want.idx
-       WHERE n.tenant_id = $1`,
+      `SELECT want.level, want.idx, n.hash FROM unnest($2::smallint[], $3::bigint[]) AS want(level, idx)
+       CROSS JOIN LATERAL (SELECT m.hash FROM merkle_nodes m
+                           WHERE m.tenant_id = $1 AND m.level = want.level AND m.idx = want.idx LIMIT 1) n`,
       [tenant, refs.map((r) => r.level), refs.map((r) => r.index)],
     );
     for (const r of rows) out.set(nodeKey({ level: r.level, index: Number(r.idx) }), r.hash);
