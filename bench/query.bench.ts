@@ -5,7 +5,7 @@ import { Client } from 'pg';
 import { mintToken } from '../src/auth/token';
 import { signBatch } from '../src/core/batch';
 import type { TraceEvent } from '../src/core/event';
-import { eventsSql, tracesSql, type EventFilter, type TraceFilter } from '../src/query/query.repository';
+import { aggregateStatsSql, eventsSql, ranksStatsSql, repeatedCallsSql, tracesSql, type EventFilter, type TraceFilter } from '../src/query/query.repository';
 import { producerKey, registerKey } from '../test/support/factories';
 import { rng } from '../test/support/query-data';
 import { migrate, withCredentials } from '../src/database/data-source';
@@ -296,7 +296,12 @@ async function main(): Promise<void> {
     tr('traces, no filter', {});
     tr('traces, agent', { agent: 'agent-07' });
     tr('traces, tool + 3 days', { tool: 'tool_03', from: day(10), to: day(13) });
-    let doc = `# Query plans at ${head.toLocaleString('en')} entries\n\nWritten by \`npm run bench:query\` (${new Date().toISOString().slice(0, 10)}): \`EXPLAIN (ANALYZE, BUFFERS)\` of the first page (limit 100 + 1) of each list query, exactly the SQL the API runs (\`eventsSql\`, \`tracesSql\` in src/query/query.repository.ts), on the benchmark's data.\n`;
+    const rp = (label: string, q: { sql: string; params: unknown[] }) => plans.push([label, q.sql, q.params]);
+    rp('report tools, all time: counts from tool_call_days, percentiles by rank', ranksStatsSql(TENANT));
+    rp('report tools, agent + 7 days: one aggregate over the calls in range', aggregateStatsSql(TENANT, { agent: 'agent-07', from: day(10), to: day(17) }));
+    rp('report loops, all time: tool_call_repeats', repeatedCallsSql(TENANT, {}, 3, 100));
+    rp('report loops, 7 days: tool_call_repeats, groups cut by the range recounted', repeatedCallsSql(TENANT, { from: day(10), to: day(17) }, 3, 100));
+    let doc = `# Query plans at ${head.toLocaleString('en')} entries\n\nWritten by \`npm run bench:query\` (${new Date().toISOString().slice(0, 10)}): \`EXPLAIN (ANALYZE, BUFFERS)\` of the first page (limit 100 + 1) of each list query and of the tools and loops reports' statements, exactly the SQL the API runs (\`eventsSql\`, \`tracesSql\`, \`ranksStatsSql\`, \`aggregateStatsSql\`, \`repeatedCallsSql\` in src/query/query.repository.ts), on the benchmark's data.\n`;
     for (const [label, sql, params] of plans) {
       const plan = await owner.query(`EXPLAIN (ANALYZE, BUFFERS) ${sql}`, params);
       doc += `\n## ${label}\n\n\`\`\`\n${plan.rows.map((x: { 'QUERY PLAN': string }) => x['QUERY PLAN']).join('\n')}\n\`\`\`\n`;

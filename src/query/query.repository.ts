@@ -196,49 +196,8 @@ export class QueryRepository {
    * filter cuts is recounted from its calls (index tool_calls_repeats).
    */
   repeatedCalls(tenant: string, f: ReportFilter, minRepeats: number, limit: number): Promise<{ trace_id: string; tool: string; n: string; first_seq: string; last_seq: string; args: unknown }[]> {
-    const w = new Where(tenant, 'r.tenant_id');
-    const min = w.param(minRepeats);
-    w.add(`r.calls >= ${min}`);
-    // `whole`: every call of the group passes the filter; `calls`: the filter on one call
-    const whole: string[] = [];
-    const calls = ['t.tenant_id = $1'];
-    if (f.agent) {
-      const agent = w.param(f.agent);
-      w.add(`r.agents @> ARRAY[${agent}]::text[]`);
-      whole.push(`r.agents = ARRAY[${agent}]::text[]`);
-      calls.push(`t.agent = ${agent}`);
-    }
-    if (f.from) {
-      const from = w.param(f.from);
-      w.add(`r.last_time >= ${from}::timestamptz`);
-      whole.push(`r.first_time >= ${from}::timestamptz`);
-      calls.push(`t.event_time >= ${from}::timestamptz`);
-    }
-    if (f.to) {
-      const to = w.param(f.to);
-      w.add(`r.first_time < ${to}::timestamptz`);
-      whole.push(`r.last_time < ${to}::timestamptz`);
-      calls.push(`t.event_time < ${to}::timestamptz`);
-    }
-    const lim = w.param(limit);
-    const loops = whole.length
-      ? `SELECT r.trace_id, r.tool, r.calls AS n, r.first_seq, r.last_seq FROM candidates r WHERE ${whole.join(' AND ')}
-         UNION ALL
-         SELECT r.trace_id, r.tool, c.n, c.first_seq, c.last_seq FROM candidates r
-         CROSS JOIN LATERAL (
-           SELECT count(*) AS n, min(t.seq) AS first_seq, max(t.seq) AS last_seq FROM tool_calls t
-           WHERE ${calls.join(' AND ')} AND t.trace_id = r.trace_id AND t.tool = r.tool AND t.args_digest = r.args_digest
-         ) c
-         WHERE NOT (${whole.join(' AND ')}) AND c.n >= ${min}`
-      : `SELECT r.trace_id, r.tool, r.calls AS n, r.first_seq, r.last_seq FROM candidates r`;
-    return this.ds.query(
-      `WITH candidates AS (SELECT * FROM tool_call_repeats r WHERE ${w.sql}),
-       loops AS (${loops} ORDER BY n DESC, first_seq LIMIT ${lim})
-       SELECT l.trace_id, l.tool, l.n, l.first_seq, l.last_seq, e.attributes -> 'args' AS args
-       FROM loops l LEFT JOIN query_events e ON e.tenant_id = $1 AND e.seq = l.first_seq
-       ORDER BY l.n DESC, l.first_seq`,
-      w.params,
-    );
+    const { sql, params } = repeatedCallsSql(tenant, f, minRepeats, limit);
+    return this.ds.query(sql, params);
   }
 
   /** Runs with more model calls than `max` (trace_summaries, one row per run). */
@@ -301,13 +260,17 @@ const PERCENTILES = [0.5, 0.95, 0.99];
 
 /** Per tool, one percentile_cont over the calls in range (index-only on tool_calls_agent_time or tool_calls_time). */
 function aggregateStats(tx: EntityManager, tenant: string, f: ReportFilter): Promise<ToolStatsRow[]> {
+  const { sql, params } = aggregateStatsSql(tenant, f);
+  return tx.query(sql, params);
+}
+
+/** The SQL of aggregateStats (exported for the benchmark's EXPLAIN). */
+export function aggregateStatsSql(tenant: string, f: ReportFilter) {
   const w = reportWhere(tenant, f, 'event_time', 'agent');
-  return tx.query(
-    `SELECT tool, count(*) AS calls, count(*) FILTER (WHERE error) AS errors,
+  const sql = `SELECT tool, count(*) AS calls, count(*) FILTER (WHERE error) AS errors,
             percentile_cont(${w.param(PERCENTILES)}::float8[]) WITHIN GROUP (ORDER BY duration_ms) AS p
-     FROM tool_calls WHERE ${w.sql} GROUP BY tool ORDER BY tool COLLATE "C"`,
-    w.params,
-  );
+     FROM tool_calls WHERE ${w.sql} GROUP BY tool ORDER BY tool COLLATE "C"`;
+  return { sql, params: w.params };
 }
 
 /**
@@ -318,8 +281,13 @@ function aggregateStats(tx: EntityManager, tenant: string, f: ReportFilter): Pro
  * durations: about 0.56 of the calls read, none sorted.
  */
 function ranksStats(tx: EntityManager, tenant: string): Promise<ToolStatsRow[]> {
-  return tx.query(
-    `WITH c AS (
+  const { sql, params } = ranksStatsSql(tenant);
+  return tx.query(sql, params);
+}
+
+/** The SQL of ranksStats (exported for the benchmark's EXPLAIN). */
+export function ranksStatsSql(tenant: string) {
+  const sql = `WITH c AS (
        SELECT tool, sum(calls) AS calls, sum(errors) AS errors, sum(timed)::bigint AS timed
        FROM tool_call_days WHERE tenant_id = $1 GROUP BY tool HAVING sum(calls) > 0
      ),
@@ -327,7 +295,8 @@ function ranksStats(tx: EntityManager, tenant: string): Promise<ToolStatsRow[]> 
        SELECT c.tool, p.i, c.timed, p.p * (c.timed - 1)::float8 AS pos
        FROM c CROSS JOIN unnest($2::float8[]) WITH ORDINALITY AS p(p, i) WHERE c.timed > 0
      ),
-     v AS (
+     -- MATERIALIZED: each rank's values read once (inlined, every reference to vals would repeat the index walk)
+     v AS MATERIALIZED (
        SELECT r.tool, r.i, r.pos, floor(r.pos)::bigint AS lo, ceil(r.pos)::bigint AS hi,
               CASE WHEN floor(r.pos) < r.timed / 2
                 THEN ARRAY(SELECT t.duration_ms FROM tool_calls t WHERE t.tenant_id = $1 AND t.tool = r.tool AND t.duration_ms IS NOT NULL
@@ -349,9 +318,8 @@ function ranksStats(tx: EntityManager, tenant: string): Promise<ToolStatsRow[]> 
             CASE WHEN c.timed = 0 THEN NULL ELSE
               ARRAY(SELECT CASE WHEN q.exact THEN q.v_lo ELSE q.v_lo + q.frac * (q.v_hi - q.v_lo) END
                     FROM q WHERE q.tool = c.tool ORDER BY q.i) END AS p
-     FROM c ORDER BY c.tool COLLATE "C"`,
-    [tenant, PERCENTILES],
-  );
+     FROM c ORDER BY c.tool COLLATE "C"`;
+  return { sql, params: [tenant, PERCENTILES] as unknown[] };
 }
 
 /** The slowest calls of each tool, for its slowest traces (index tool_calls_tool backwards, index-only). */
@@ -368,6 +336,51 @@ function slowestCalls(tx: EntityManager, tenant: string, f: ReportFilter, tools:
      ) s`,
     w.params,
   );
+}
+
+/** The SQL of repeatedCalls (exported for the benchmark's EXPLAIN). */
+export function repeatedCallsSql(tenant: string, f: ReportFilter, minRepeats: number, limit: number) {
+  const w = new Where(tenant, 'r.tenant_id');
+  const min = w.param(minRepeats);
+  w.add(`r.calls >= ${min}`);
+  // `whole`: every call of the group passes the filter; `calls`: the filter on one call
+  const whole: string[] = [];
+  const calls = ['t.tenant_id = $1'];
+  if (f.agent) {
+    const agent = w.param(f.agent);
+    w.add(`r.agents @> ARRAY[${agent}]::text[]`);
+    whole.push(`r.agents = ARRAY[${agent}]::text[]`);
+    calls.push(`t.agent = ${agent}`);
+  }
+  if (f.from) {
+    const from = w.param(f.from);
+    w.add(`r.last_time >= ${from}::timestamptz`);
+    whole.push(`r.first_time >= ${from}::timestamptz`);
+    calls.push(`t.event_time >= ${from}::timestamptz`);
+  }
+  if (f.to) {
+    const to = w.param(f.to);
+    w.add(`r.first_time < ${to}::timestamptz`);
+    whole.push(`r.last_time < ${to}::timestamptz`);
+    calls.push(`t.event_time < ${to}::timestamptz`);
+  }
+  const lim = w.param(limit);
+  const loops = whole.length
+    ? `SELECT r.trace_id, r.tool, r.calls AS n, r.first_seq, r.last_seq FROM candidates r WHERE ${whole.join(' AND ')}
+       UNION ALL
+       SELECT r.trace_id, r.tool, c.n, c.first_seq, c.last_seq FROM candidates r
+       CROSS JOIN LATERAL (
+         SELECT count(*) AS n, min(t.seq) AS first_seq, max(t.seq) AS last_seq FROM tool_calls t
+         WHERE ${calls.join(' AND ')} AND t.trace_id = r.trace_id AND t.tool = r.tool AND t.args_digest = r.args_digest
+       ) c
+       WHERE NOT (${whole.join(' AND ')}) AND c.n >= ${min}`
+    : `SELECT r.trace_id, r.tool, r.calls AS n, r.first_seq, r.last_seq FROM candidates r`;
+  const sql = `WITH candidates AS (SELECT * FROM tool_call_repeats r WHERE ${w.sql}),
+     loops AS (${loops} ORDER BY n DESC, first_seq LIMIT ${lim})
+     SELECT l.trace_id, l.tool, l.n, l.first_seq, l.last_seq, e.attributes -> 'args' AS args
+     FROM loops l LEFT JOIN query_events e ON e.tenant_id = $1 AND e.seq = l.first_seq
+     ORDER BY l.n DESC, l.first_seq`;
+  return { sql, params: w.params };
 }
 
 function traceWhere(tenant: string, f: TraceFilter): Where {
