@@ -107,6 +107,24 @@ async function main(): Promise<void> {
     const ingestS = (performance.now() - tIngest) / 1000;
     rows.push(['ledger built (signed ingest over HTTP)', `${ENTRIES} entries`, `${(ENTRIES / ingestS).toFixed(0)} events/s`]);
 
+    // The service's background workers (query projector, policy evaluator) follow the ledger; an export
+    // is measured on a service that has caught up, as an export made after the fact would find it.
+    const owner = new Client({ connectionString: db.ownerUrl });
+    await owner.connect();
+    const tCatchUp = performance.now();
+    for (let settled = 0; settled < 2 && performance.now() - tCatchUp < 600_000; ) {
+      await new Promise((r) => setTimeout(r, 250));
+      const { rows: [c] } = await owner.query<{ head: string; projected: string | null; evaluated: string | null }>(
+        `SELECT (SELECT max(seq) FROM ledger_entries WHERE tenant_id = $1) AS head,
+                (SELECT seq FROM query_cursors WHERE tenant_id = $1) AS projected,
+                (SELECT seq FROM policy_cursors WHERE tenant_id = $1) AS evaluated`,
+        [tenant],
+      );
+      settled = c.projected === c.head && (c.evaluated === null || c.evaluated === c.head) ? settled + 1 : 0;
+    }
+    await owner.end();
+    rows.push(['background workers caught up (projector, evaluator)', `${((performance.now() - tCatchUp) / 1000).toFixed(1)} s`, 'after the last 201']);
+
     // 2. Exports, streamed to disk, with the service's RSS sampled meanwhile.
     const exportOnce = async (count: number, file: string) => {
       const pid = svc.child.pid!;

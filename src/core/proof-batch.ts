@@ -74,7 +74,9 @@ export class ProofBatch {
     const width = end - start;
     if ((width & (width - 1)) === 0) {
       const level = 31 - Math.clz32(width);
-      return Buffer.from(lookup({ level, index: start / width }));
+      // the looked-up object itself when it is a Buffer: callers may key caches by identity
+      const node = lookup({ level, index: start / width });
+      return Buffer.isBuffer(node) ? node : Buffer.from(node);
     }
     const memo = this.folded.get(start);
     if (memo) return memo;

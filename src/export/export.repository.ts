@@ -6,6 +6,8 @@ import type { ExportFilter } from '../core/bundle';
 export interface ExportRow {
   seq: number;
   record: string;
+  /** hex H(0x00 || record), as stored. */
+  leaf_hash: string;
   /** null when the body was erased. */
   body: string | null;
   kid: string;
@@ -72,7 +74,7 @@ export class ExportRepository {
     const w = this.where(tenant, filter, maxSeq, afterSeq, true);
     w.params.push(limit);
     const rows: (ExportRow & { seq: string })[] = await this.ds.query(
-      `SELECT e.seq, e.record, b.body, e.kid, e.batch
+      `SELECT e.seq, e.record, encode(e.leaf_hash, 'hex') AS leaf_hash, b.body, e.kid, e.batch
        FROM ledger_entries e LEFT JOIN ledger_bodies b ON b.tenant_id = e.tenant_id AND b.seq = e.seq
        WHERE ${w.sql} ORDER BY e.seq LIMIT $${w.params.length}`,
       w.params,
@@ -105,7 +107,7 @@ export class ExportRepository {
   async entriesAt(tenant: string, seqs: number[]): Promise<ExportRow[]> {
     if (!seqs.length) return [];
     const rows: (ExportRow & { seq: string })[] = await this.ds.query(
-      `SELECT e.seq, e.record, b.body, e.kid, e.batch
+      `SELECT e.seq, e.record, encode(e.leaf_hash, 'hex') AS leaf_hash, b.body, e.kid, e.batch
        FROM ledger_entries e LEFT JOIN ledger_bodies b ON b.tenant_id = e.tenant_id AND b.seq = e.seq
        WHERE e.tenant_id = $1 AND e.seq = ANY($2::bigint[]) ORDER BY e.seq`,
       [tenant, seqs],

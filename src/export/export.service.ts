@@ -82,17 +82,25 @@ export class ExportService {
     const w = new BundleWriter();
     yield w.start(cp.note);
 
-    // 1. Entries, page by page, each with its inclusion proof to the checkpoint.
+    // 1. Entries, page by page, each with its inclusion proof to the checkpoint. The page after
+    //    this one, and its proof nodes, are read while this one is written.
     const kids = new Set<string>();
     const proofBatch = new ProofBatch(cp.size);
-    // The next page is read while this one is proven and written.
     const adaptive = !('trace_id' in filter || 'session_id' in filter);
-    const pages = pager((after, upTo) => this.repo.page(tenant, filter, after, upTo, PAGE), bounds, PAGE, adaptive);
+    const pages = pager(
+      async (after, upTo) => {
+        const rows = await this.repo.page(tenant, filter, after, upTo, PAGE);
+        const proofs = await this.proofTexts(tenant, rows.map((r) => r.seq), proofBatch);
+        return rows.map((r) => ({ ...r, proof: proofs.get(r.seq)! }));
+      },
+      bounds,
+      PAGE,
+      adaptive,
+    );
     for (let rows = await pages.next(); rows.length; rows = await pages.next()) {
-      const proofs = await this.proofs(tenant, rows.map((r) => r.seq), proofBatch);
       let out = '';
       for (const r of rows) {
-        out += w.entry(bundleEntry(r.seq, r.record, r.body, proofs.get(r.seq)!));
+        out += w.entryText(r.seq, r.record, r.body, r.leaf_hash, r.proof);
         if (r.kid !== LEDGER_KID) kids.add(r.kid);
       }
       yield out;
@@ -165,6 +173,24 @@ export class ExportService {
     const nodes = new Map<number, Buffer>(refs.map((r) => [nodeNumber(r.level, r.index), found.get(nodeKey(r))!]));
     const lookup = (r: NodeRef) => nodes.get(nodeNumber(r.level, r.index))!;
     return new Map(seqs.map((seq) => [seq, batch.proof(seq - 1, lookup)]));
+  }
+
+  /**
+   * The same proofs as JSON array text. Neighbouring entries share most of
+   * their path, and ProofBatch hands out the same Buffer for the same node,
+   * so each node is turned into quoted hex once per page.
+   */
+  private async proofTexts(tenant: string, seqs: number[], batch: ProofBatch): Promise<Map<number, string>> {
+    const proofs = await this.proofs(tenant, seqs, batch);
+    const quoted = new Map<Buffer, string>();
+    const text = (b: Buffer) => {
+      let q = quoted.get(b);
+      if (q === undefined) quoted.set(b, (q = `"${b.toString('hex')}"`));
+      return q;
+    };
+    const out = new Map<number, string>();
+    for (const [seq, path] of proofs) out.set(seq, `[${path.map(text).join(',')}]`);
+    return out;
   }
 
   private async producerKeys(tenant: string, kids: Set<string>, proofBatch: ProofBatch): Promise<BundleProducerKey[]> {

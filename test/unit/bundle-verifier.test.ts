@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
-import { bundleText, entryJcs, type EvidenceBundle } from '../../src/core/bundle';
+import { BundleWriter, bundleText, entryJcs, type EvidenceBundle } from '../../src/core/bundle';
 import { InclusionVerifier, verifyBundle, type BundleCheck, type BundleResult } from '../../src/core/bundle-verifier';
 import { jcs } from '../../src/core/jcs';
 import { assembleInclusionProof, rootFromLeaves, verifyInclusion } from '../../src/core/merkle';
@@ -76,6 +76,23 @@ describe('evidence bundle verifier', () => {
     for (const e of [...bundle.entries, { ...bundle.entries[0], body: null }, { ...bundle.entries[0], record: '"\u2028\ud83d\ude00\u0007"' }]) {
       assert.equal(entryJcs(e), jcs(e));
     }
+  });
+
+  test("BundleWriter.entryText (the export's hot path) writes the same item and contents digest as entry()", () => {
+    const entries = [...bundle.entries, { ...bundle.entries[0], body: null }, { ...bundle.entries[1], record: '"\u2028\ud83d\ude00\u0007"' }];
+    const a = new BundleWriter();
+    const b = new BundleWriter();
+    let textA = a.start(bundle.checkpoint);
+    let textB = b.start(bundle.checkpoint);
+    for (const e of entries) {
+      textA += a.entry(e);
+      textB += b.entryText(e.seq, e.record, e.body, e.leaf_hash, `[${e.inclusion_proof.map((h) => `"${h}"`).join(',')}]`);
+    }
+    const closedA = a.close();
+    const closedB = b.close();
+    assert.equal(textB + closedB.text, textA + closedA.text);
+    assert.equal(closedB.contentsDigest, closedA.contentsDigest);
+    assert.equal(b.count, entries.length);
   });
 
   test('agent and time-range and session bundles verify, and only hold matching entries', async () => {
