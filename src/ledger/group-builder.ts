@@ -44,6 +44,8 @@ export class GroupBuilder {
   readonly batchRows: [string, string, string, string, number, number][] = [];
   private readonly state: TenantState;
   private readonly seen: ExistingReceipts;
+  /** Receipts of the entries this group appends, by lowercase id. */
+  readonly fresh: ExistingReceipts = new Map();
   private readonly receivedAt = new Date().toISOString();
   events = 0;
 
@@ -99,6 +101,7 @@ export class GroupBuilder {
       const receipt = { id: e.id, seq, leaf_hash: toHex(leaf), chain_hash: toHex(state.chainHash) };
       receipts.push(receipt);
       this.seen.set(key, { digest: p.digest, receipt });
+      this.fresh.set(key, { digest: p.digest, receipt });
       this.entries.push(
         copyLine([
           tenant, seq, e.id, text, leaf, state.chainHash, e.trace_id, e.span_id, e.parent_span_id ?? null,

@@ -9,6 +9,7 @@ import { copyLines } from './copy';
 import { GroupBuilder, type BatchOutcome, type TenantState } from './group-builder';
 import { genesisChainHash } from '../core/record';
 import type { AppendBatch, Receipt } from './ledger.types';
+import { Progress } from './sequencer';
 
 export interface Head {
   size: number;
@@ -57,6 +58,11 @@ export interface StoredBatch {
 /** Raised inside an optimistic attempt when an event id turns out to be in the ledger already. */
 class ReplayDetected extends Error {}
 
+/** A pipelined attempt that cannot commit as built: rolled back, the group then commits the ordinary way. */
+class GiveUp extends Error {}
+
+const lockKey = (tenant: string) => `agent-ledger:${tenant}`;
+
 /**
  * The only code that writes the ledger tables. Appends run in one transaction
  * per group under a per-tenant advisory lock, so two service processes on one
@@ -70,34 +76,143 @@ export class LedgerRepository {
   constructor(@InjectDataSource() private readonly ds: DataSource) {}
 
   /**
-   * A builder for the group after `after` (the state an in-flight commit will
-   * leave) or after the last known commit; undefined when this process does
-   * not know where the ledger ends (the transaction then builds the group).
+   * A builder for the group after `after` (a group in flight, on the state it
+   * will leave, knowing its receipts) or after the last known commit;
+   * undefined when this process does not know where the ledger ends (the
+   * transaction then builds the group).
    */
-  builder(tenant: string, after?: TenantState): GroupBuilder | undefined {
-    const s = after ?? this.states.get(tenant);
+  builder(tenant: string, after?: GroupBuilder): GroupBuilder | undefined {
+    if (after) return new GroupBuilder(tenant, { size: after.end.size, chainHash: after.end.chainHash }, after.end, after.fresh);
+    const s = this.states.get(tenant);
     return s && new GroupBuilder(tenant, { size: s.size, chainHash: s.chainHash }, s);
   }
 
   /**
-   * Commits a group (built ahead by `prepared`, or built here). Optimistic
-   * about idempotency: fresh event ids are the rule, so the first attempt
-   * does not look up existing ids and lets the unique index (tenant_id,
-   * event_id) object; on that objection the group is rebuilt with the lookup,
-   * which hands out the original receipts.
+   * Commits a group (built ahead by `prepared`, or built here), reporting on
+   * `progress` (see Progress). Optimistic about idempotency: fresh event ids
+   * are the rule, so the first attempt does not look up existing ids and lets
+   * the unique index (tenant_id, event_id) object; on that objection the
+   * group is rebuilt with the lookup, which hands out the original receipts.
+   *
+   * With `after` (the group before, still in flight), the group is pipelined:
+   * see `commitPipelined`. If that attempt cannot commit as built, it is
+   * rolled back and the group commits the ordinary way: under the lock, on
+   * the real head.
    */
-  async commit(tenant: string, batches: AppendBatch[], prepared?: GroupBuilder): Promise<{ outcomes: BatchOutcome[]; end: TenantState }> {
-    for (const lookup of [false, true]) {
-      try {
-        const g = await this.ds.transaction((tx) => this.commitInTx(tx, tenant, batches, lookup ? undefined : prepared, lookup));
-        this.states.set(tenant, g.end);
-        return { outcomes: g.outcomes, end: g.end };
-      } catch (err) {
+  async commit(
+    tenant: string,
+    batches: AppendBatch[],
+    prepared?: GroupBuilder,
+    progress = new Progress(),
+    after?: Progress,
+  ): Promise<{ outcomes: BatchOutcome[]; end: TenantState }> {
+    try {
+      let attempts = [false, true];
+      if (prepared && after) {
+        const r = await this.commitPipelined(tenant, prepared, progress, after);
+        if (r === 'committed') {
+          this.states.set(tenant, prepared.end);
+          progress.built(true);
+          return { outcomes: prepared.outcomes, end: prepared.end };
+        }
+        // before any retry: the group behind this one stops waiting for it
+        progress.built(false);
         this.states.delete(tenant);
-        if (!(err instanceof ReplayDetected)) throw err;
+        if (r === 'replay') attempts = [true];
       }
+      for (const lookup of attempts) {
+        try {
+          const g = await this.transaction((tx) => this.commitInTx(tx, tenant, batches, lookup ? undefined : prepared, lookup, progress));
+          this.states.set(tenant, g.end);
+          progress.built(g === prepared);
+          return { outcomes: g.outcomes, end: g.end };
+        } catch (err) {
+          this.states.delete(tenant);
+          progress.built(false);
+          if (!(err instanceof ReplayDetected)) throw err;
+        }
+      }
+      throw new Error('unreachable: the lookup attempt cannot detect a replay');
+    } finally {
+      progress.built(false);
     }
-    throw new Error('unreachable: the lookup attempt cannot detect a replay');
+  }
+
+  /**
+   * A transaction, retried once if PostgreSQL chose it as a deadlock victim
+   * (40P01): a deadlock can only involve a pipelined transaction that is
+   * being given up (e.g. when the group before it had to be rebuilt and now
+   * writes where it wrote), and that one rolls back.
+   */
+  private async transaction<T>(work: (tx: EntityManager) => Promise<T>): Promise<T> {
+    try {
+      return await this.ds.transaction(work);
+    } catch (err) {
+      if ((err as { code?: string }).code !== '40P01') throw err;
+      return this.ds.transaction(work);
+    }
+  }
+
+  /**
+   * One group written on a second connection while the group before it
+   * (`after`) still writes or commits on the first. Why this stays gap-free
+   * and safe with several processes on one database:
+   *
+   * - It starts writing only once `after` is on track: `after` holds the
+   *   tenant lock on the head it was built for (or is itself pipelined behind
+   *   such a group), so `after` writes only its own seqs, event ids and Merkle
+   *   nodes, never this group's (its receipts are in this group's builder, so
+   *   an id repeated across the two is not written twice), and can never
+   *   wait for this transaction: the in-process wait below cannot deadlock.
+   * - Its rows claim seqs base+1.. through the primary key (tenant_id, seq):
+   *   another process that takes the lock meanwhile waits for this
+   *   transaction (or this COPY fails if it committed them first), so no seq
+   *   is ever committed twice. The batch rows (which a resent batch may share
+   *   with `after`) are written only after `after` committed.
+   * - It commits only if `after` committed exactly as built, and, like every
+   *   ledger commit, while holding the tenant lock, having read under it that
+   *   the entry at seq `base` is the one it chains onto. The lock is only
+   *   tried: if another process holds it (and may be waiting for the seqs
+   *   claimed here), this transaction rolls back at once rather than wait.
+   * - A revoked kid or any error: roll back; the ordinary path decides.
+   *
+   * A crash at any point leaves at most an uncommitted transaction, which
+   * PostgreSQL rolls back.
+   */
+  private async commitPipelined(
+    tenant: string,
+    g: GroupBuilder,
+    progress: Progress,
+    after: Progress,
+  ): Promise<'committed' | 'replay' | 'gave-up'> {
+    if (!(await after.onTrack)) return 'gave-up';
+    progress.track(true);
+    try {
+      await this.ds.transaction(async (tx) => {
+        const client = (await tx.queryRunner!.connect()) as PoolClient;
+        await this.copyRows(client, g, false);
+        if (!(await after.asBuilt)) throw new GiveUp();
+        const [{ locked }]: { locked: boolean }[] = await tx.query(
+          `SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0)) AS locked`,
+          [lockKey(tenant)],
+        );
+        if (!locked) throw new GiveUp();
+        if (g.base.size > 0) {
+          // the entry this group chains onto, committed by `after` (primary key)
+          const rows: { chain_hash: Buffer }[] = await tx.query(
+            `SELECT chain_hash FROM ledger_entries WHERE tenant_id = $1 AND seq = $2`,
+            [tenant, g.base.size],
+          );
+          if (!rows[0]?.chain_hash.equals(g.base.chainHash)) throw new GiveUp();
+        }
+        if ((await this.revokedKids(tx, tenant, g.batches)).size) throw new GiveUp();
+        await this.insertBatchRows(tx, g);
+      });
+      return 'committed';
+    } catch (err) {
+      if (err instanceof ReplayDetected) return 'replay';
+      return 'gave-up';
+    }
   }
 
   private async commitInTx(
@@ -106,9 +221,10 @@ export class LedgerRepository {
     batches: AppendBatch[],
     prepared: GroupBuilder | undefined,
     lookupExisting: boolean,
+    progress: Progress,
   ): Promise<GroupBuilder> {
     // One writer per tenant across processes: the lock is released at commit or rollback.
-    await tx.query(`SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, [`agent-ledger:${tenant}`]);
+    await tx.query(`SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, [lockKey(tenant)]);
     const head = await this.headIn(tx, tenant);
     const revoked = await this.revokedKids(tx, tenant, batches);
     let g = prepared;
@@ -117,30 +233,43 @@ export class LedgerRepository {
       g = new GroupBuilder(tenant, head, await this.stateAt(tx, tenant, head), existing, revoked);
       for (const b of batches) g.add(b);
     }
+    // under the lock, on the head it was built for: a group pipelined behind this one may start writing
+    progress.track(g === prepared);
     if (g.entries.length) {
       const client = (await tx.queryRunner!.connect()) as PoolClient;
-      try {
-        await copyLines(client, 'ledger_entries', ENTRY_COLUMNS, g.entries);
-      } catch (err) {
-        if ((err as { constraint?: string }).constraint === 'ledger_entries_event_id' && !lookupExisting) {
-          throw new ReplayDetected();
-        }
-        throw err;
-      }
-      await copyLines(client, 'ledger_bodies', ['tenant_id', 'seq', 'body'], g.bodies);
-      // A batch id repeats only when a producer resends a batch whose events were partly stored.
-      await tx.query(
-        `INSERT INTO ledger_batches (tenant_id, batch, kid, jws, first_seq, entry_count)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::int[]) ON CONFLICT DO NOTHING`,
-        [0, 1, 2, 3, 4, 5].map((i) => g!.batchRows.map((r) => r[i])),
-      );
-      await copyLines(client, 'merkle_nodes', ['tenant_id', 'level', 'idx', 'hash'], g.nodes);
+      await this.copyRows(client, g, lookupExisting);
+      await this.insertBatchRows(tx, g);
     }
     for (const [i, b] of g.batches.entries()) {
       const o = g.outcomes[i];
       if (b.inTransaction && o.ok) await b.inTransaction(tx, o.receipts);
     }
     return g;
+  }
+
+  /** COPY of a group's entries, bodies and Merkle nodes (in this order: see commitPipelined). */
+  private async copyRows(client: PoolClient, g: GroupBuilder, lookupExisting: boolean): Promise<void> {
+    if (!g.entries.length) return;
+    try {
+      await copyLines(client, 'ledger_entries', ENTRY_COLUMNS, g.entries);
+    } catch (err) {
+      if ((err as { constraint?: string }).constraint === 'ledger_entries_event_id' && !lookupExisting) {
+        throw new ReplayDetected();
+      }
+      throw err;
+    }
+    await copyLines(client, 'ledger_bodies', ['tenant_id', 'seq', 'body'], g.bodies);
+    await copyLines(client, 'merkle_nodes', ['tenant_id', 'level', 'idx', 'hash'], g.nodes);
+  }
+
+  private async insertBatchRows(tx: EntityManager, g: GroupBuilder): Promise<void> {
+    if (!g.batchRows.length) return;
+    // A batch id repeats only when a producer resends a batch whose events were partly stored.
+    await tx.query(
+      `INSERT INTO ledger_batches (tenant_id, batch, kid, jws, first_seq, entry_count)
+       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::int[]) ON CONFLICT DO NOTHING`,
+      [0, 1, 2, 3, 4, 5].map((i) => g.batchRows.map((r) => r[i])),
+    );
   }
 
   /** The state at `head`: the cached one if it is that, else the frontier loaded from stored nodes. */

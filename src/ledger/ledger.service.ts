@@ -53,7 +53,7 @@ export class LedgerService {
     this.sequencer = new Sequencer(
       {
         builder: (tenant, after) => this.repo.builder(tenant, after),
-        commit: (tenant, batches, prepared) => this.repo.commit(tenant, batches, prepared),
+        commit: (tenant, batches, prepared, progress, after) => this.repo.commit(tenant, batches, prepared, progress, after),
         onCommitted: (tenant, events, _b, seconds) => {
           this.metrics.ingestedEvents.inc(events);
           if (events > 0) for (const l of this.listeners) l(tenant);

@@ -1,4 +1,4 @@
-import type { BatchOutcome, GroupBuilder, TenantState } from './group-builder';
+import type { BatchOutcome, GroupBuilder } from './group-builder';
 import type { AppendBatch, Receipt } from './ledger.types';
 
 interface Pending {
@@ -7,11 +7,48 @@ interface Pending {
   reject: (e: Error) => void;
 }
 
+/**
+ * What one group's transaction tells the group pipelined behind it. Each
+ * promise settles once; `built(false)` also settles `onTrack` if it had not.
+ */
+export class Progress {
+  private settleTrack!: (ok: boolean) => void;
+  private settleBuilt!: (ok: boolean) => void;
+  /**
+   * True once the group is sure to write exactly the rows it was built with
+   * on the head it was built for: its transaction holds the tenant lock on
+   * that head, or (pipelined) it writes behind a group that is on track.
+   */
+  readonly onTrack = new Promise<boolean>((r) => (this.settleTrack = r));
+  /** True once the group committed exactly as built; false as soon as it will not. */
+  readonly asBuilt = new Promise<boolean>((r) => (this.settleBuilt = r));
+
+  track(ok: boolean): void {
+    this.settleTrack(ok);
+  }
+
+  built(ok: boolean): void {
+    this.settleTrack(ok);
+    this.settleBuilt(ok);
+  }
+}
+
 export interface SequencerHooks {
   /** A builder for the group after `after` (or after the last commit); undefined if unknown. */
-  builder(tenant: string, after?: TenantState): GroupBuilder | undefined;
-  /** Commits one group in one transaction (rebuilding it if `prepared` does not start at the real head). */
-  commit(tenant: string, batches: AppendBatch[], prepared?: GroupBuilder): Promise<{ outcomes: BatchOutcome[]; end: TenantState }>;
+  builder(tenant: string, after?: GroupBuilder): GroupBuilder | undefined;
+  /**
+   * Commits one group in one transaction (rebuilding it if `prepared` does not
+   * start at the real head), reporting on `progress`. With `after`, the group
+   * is pipelined: it may write its rows while the group before it commits,
+   * and commits only after that group committed as built.
+   */
+  commit(
+    tenant: string,
+    batches: AppendBatch[],
+    prepared?: GroupBuilder,
+    progress?: Progress,
+    after?: Progress,
+  ): Promise<{ outcomes: BatchOutcome[]; end: unknown }>;
   /** After a commit: the number of entries it appended (replays excluded). */
   onCommitted?(tenant: string, appended: number, batches: number, seconds: number): void;
 }
@@ -25,6 +62,12 @@ interface Group {
   sealed: boolean;
 }
 
+interface Flight {
+  group: Group;
+  progress: Progress;
+  done: Promise<void>;
+}
+
 /**
  * Group commit, one writer per tenant, pipelined: while a tenant's
  * transaction is in flight, arriving batches are built into the next group
@@ -35,6 +78,13 @@ interface Group {
  * idle, a batch commits at once. A batch with extra writes (`inTransaction`)
  * commits in a group of its own. A receipt is handed out only after its
  * transaction has committed.
+ *
+ * Two transactions per tenant may be in flight: the oldest one (`inflight`)
+ * and, pipelined behind it on a second connection, the next group
+ * (`staged`), which streams its rows while the oldest one still writes or
+ * commits, and commits only after it (see LedgerRepository.commit for why
+ * this keeps seqs gap-free and safe across processes). A third group builds
+ * in memory meanwhile.
  */
 export class Sequencer {
   private readonly queues = new Map<string, Pending[]>();
@@ -70,7 +120,7 @@ export class Sequencer {
   }
 
   /** Moves queued batches into the group being built, as far as it may grow. */
-  private fill(tenant: string, next: Group | undefined, after: TenantState | null | undefined): Group | undefined {
+  private fill(tenant: string, next: Group | undefined, after: GroupBuilder | null | undefined): Group | undefined {
     const q = this.queues.get(tenant);
     while (q && q.length) {
       const p = q[0];
@@ -80,7 +130,7 @@ export class Sequencer {
         items: [],
         events: 0,
         sealed: !!p.batch.inTransaction,
-        // null: the commit in flight is being built in its transaction, so its end is not known here
+        // null: the last group in flight is built in its transaction, so its end is not known here
         builder: after === null ? undefined : this.hooks.builder(tenant, after),
       };
       next.items.push(p);
@@ -92,26 +142,34 @@ export class Sequencer {
 
   private async drain(tenant: string): Promise<void> {
     this.running.add(tenant);
-    let inflight: { group: Group; done: Promise<TenantState | undefined> } | undefined;
+    let inflight: Flight | undefined;
+    let staged: Flight | undefined;
     let next: Group | undefined;
     try {
       for (;;) {
-        next = this.fill(tenant, next, inflight ? (inflight.group.builder?.end ?? null) : undefined);
-        if (inflight) {
-          // build arrivals into the next group until the transaction in flight settles
-          const arrived = new Promise<'arrived'>((r) => this.wakers.set(tenant, () => r('arrived')));
-          const settled = await Promise.race([inflight.done.then(() => 'settled' as const), arrived]);
-          this.wakers.delete(tenant);
-          if (settled === 'arrived') continue;
-          const end = await inflight.done;
-          // the next group was built on the state the commit promised; if it failed, build it in its transaction
-          if (!end && next) next.builder = undefined;
-          inflight = undefined;
+        const tail = staged ?? inflight;
+        next = this.fill(tenant, next, tail ? (tail.group.builder ?? null) : undefined);
+        if (!inflight) {
+          if (!next) return;
+          inflight = this.start(tenant, next);
+          next = undefined;
           continue;
         }
-        if (!next) return;
-        inflight = { group: next, done: this.commit(tenant, next) };
-        next = undefined;
+        if (!staged && next?.builder && !next.sealed) {
+          // built on the state `inflight` promises: write it now on a second connection
+          staged = this.start(tenant, next, inflight.progress);
+          next = undefined;
+          continue;
+        }
+        // build arrivals into the next group until the oldest transaction settles
+        const arrived = new Promise<'arrived'>((r) => this.wakers.set(tenant, () => r('arrived')));
+        const settled = await Promise.race([inflight.done.then(() => 'settled' as const), arrived]);
+        this.wakers.delete(tenant);
+        if (settled === 'arrived') continue;
+        // `next` was built on the state the tail promised; if the oldest did not commit as built, neither will the tail
+        if (next && !(await inflight.progress.asBuilt)) next.builder = undefined;
+        inflight = staged;
+        staged = undefined;
       }
     } finally {
       this.wakers.delete(tenant);
@@ -121,20 +179,27 @@ export class Sequencer {
     }
   }
 
+  private start(tenant: string, group: Group, after?: Progress): Flight {
+    const progress = new Progress();
+    const done = this.commit(tenant, group, progress, after).finally(() => progress.built(false));
+    return { group, progress, done };
+  }
+
   /**
-   * Commits a group and settles its promises; resolves with the state it left
-   * (undefined on failure). If the transaction itself fails (not a refusal of
-   * one batch, which comes back as an outcome), its batches are retried one
-   * by one, so one batch the database rejects cannot take other producers'
-   * batches down with it.
+   * Commits a group and settles its promises. If the transaction itself
+   * fails (not a refusal of one batch, which comes back as an outcome), its
+   * batches are retried one by one, so one batch the database rejects cannot
+   * take other producers' batches down with it.
    */
-  private async commit(tenant: string, group: Group, retry = false): Promise<TenantState | undefined> {
+  private async commit(tenant: string, group: Group, progress?: Progress, after?: Progress, retry = false): Promise<void> {
     const started = process.hrtime.bigint();
     try {
-      const { outcomes, end } = await this.hooks.commit(
+      const { outcomes } = await this.hooks.commit(
         tenant,
         group.items.map((p) => p.batch),
         group.builder,
+        progress,
+        after,
       );
       const appended = outcomes.reduce((n, o) => n + (o.ok ? o.appended : 0), 0);
       try {
@@ -147,11 +212,11 @@ export class Sequencer {
         if (o.ok) p.resolve(o.receipts);
         else p.reject(o.error);
       });
-      return end;
     } catch (err) {
+      // the group behind this one must not wait for these retries (their rows may lie where it wrote)
+      progress?.built(false);
       if (group.items.length === 1) group.items[0].reject(err as Error);
-      else for (const p of group.items) await this.commit(tenant, { items: [p], events: p.batch.events.length, sealed: true }, true);
-      return undefined;
+      else for (const p of group.items) await this.commit(tenant, { items: [p], events: p.batch.events.length, sealed: true }, undefined, undefined, true);
     } finally {
       if (!retry) this.queuedEvents -= group.events;
     }

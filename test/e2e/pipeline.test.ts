@@ -1,0 +1,201 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { Client } from 'pg';
+import { newTraceId } from '../../src/client/ledger-client';
+import { rootFromLeaves } from '../../src/core/merkle';
+import { batchId } from '../../src/core/record';
+import { prepareEvents } from '../../src/ingest/ingest.service';
+import type { GroupBuilder } from '../../src/ledger/group-builder';
+import { LedgerRepository } from '../../src/ledger/ledger.repository';
+import type { AppendBatch, Receipt } from '../../src/ledger/ledger.types';
+import { Progress } from '../../src/ledger/sequencer';
+import { startTestApp, type TestApp } from '../support/app';
+import { events, producerKey, registerKey, signedBatch, type TestProducer } from '../support/factories';
+import { completeMerkleNodes, readStoredLedger } from '../support/stored';
+
+/**
+ * The pipelined commit (LedgerRepository.commitPipelined), driven directly
+ * on a real database: group B writes its rows on a second connection while
+ * group A, before it, has not committed; B commits only after A, on the
+ * state A left; when A fails, B commits the ordinary way on the real head;
+ * when another process takes the tenant lock while B's rows claim its next
+ * seqs, B backs off instead of waiting (no deadlock) and commits after it.
+ * A is held open by an in-transaction hook the test releases.
+ */
+
+function gate(): { wait: Promise<void>; open: () => void } {
+  let open!: () => void;
+  const wait = new Promise<void>((r) => (open = r));
+  return { wait, open };
+}
+
+/** Polls the superuser view of the cluster until `sql` returns a row (no timing assertion: it waits as long as needed). */
+async function until(c: Client, sql: string, params: unknown[]): Promise<void> {
+  while ((await c.query(sql, params)).rowCount === 0) await new Promise((r) => setTimeout(r, 20));
+}
+
+/** A backend of the app role whose transaction is open and whose last statement was the COPY of B's Merkle nodes. */
+const B_WROTE_ITS_ROWS = `SELECT 1 FROM pg_stat_activity
+  WHERE datname = current_database() AND usename = 'agent_ledger_app' AND state = 'idle in transaction' AND query LIKE 'COPY merkle_nodes%'`;
+
+describe('pipelined group commit', () => {
+  let t: TestApp;
+  let repo: LedgerRepository;
+  let su: Client;
+
+  before(async () => {
+    t = await startTestApp();
+    repo = t.app.get(LedgerRepository);
+    su = new Client({ connectionString: t.db.ownerUrl });
+    await su.connect();
+  });
+  after(async () => {
+    await su?.end();
+    await t?.close();
+  });
+
+  async function setup(tenant: string): Promise<TestProducer> {
+    const key = await producerKey();
+    await registerKey(t.url, await t.token(tenant, 'admin'), key);
+    return key;
+  }
+
+  async function batch(tenant: string, key: TestProducer, n: number, hold?: Promise<void>, fail = false): Promise<AppendBatch> {
+    const evs = events(n, { trace_id: newTraceId() });
+    const jws = (await signedBatch(evs, key)).signature;
+    return {
+      tenant,
+      kid: key.kid,
+      jws,
+      batch: batchId(jws),
+      events: prepareEvents(evs),
+      checkRevokedKid: key.kid,
+      inTransaction: hold
+        ? async () => {
+            await hold;
+            if (fail) throw new Error('injected failure of group A');
+          }
+        : undefined,
+    };
+  }
+
+  /** Seqs 1..N, receipts as stored, Merkle nodes complete, the service's verify ok. */
+  async function checkLedger(tenant: string, receipts: Receipt[][]): Promise<string[]> {
+    const { rows, nodes } = await readStoredLedger(t.db, tenant);
+    assert.deepEqual(
+      rows.map((r) => r.seq),
+      rows.map((_, i) => i + 1),
+    );
+    for (const r of receipts.flat()) {
+      const row = rows[r.seq - 1];
+      assert.deepEqual([row.event_id, row.leaf, row.chain], [r.id.toLowerCase(), r.leaf_hash, r.chain_hash]);
+    }
+    const leaves = rows.map((r) => Buffer.from(r.leaf, 'hex'));
+    assert.deepEqual(nodes, completeMerkleNodes(leaves));
+    const reader = await t.token(tenant, 'audit:read');
+    const get = async (path: string) => (await fetch(`${t.url}${path}`, { headers: { authorization: `Bearer ${reader}` } })).json();
+    assert.deepEqual(await get('/v1/ledger/verify'), { ok: true, verified: rows.length, from_seq: 1, to_seq: rows.length });
+    assert.equal(((await get('/v1/ledger/head')) as { root_hash: string }).root_hash, rootFromLeaves(leaves).toString('hex'));
+    return rows.map((r) => r.tx);
+  }
+
+  function builders(tenant: string, a: AppendBatch, b: AppendBatch): [GroupBuilder, GroupBuilder] {
+    const ga = repo.builder(tenant)!;
+    ga.add(a);
+    const gb = repo.builder(tenant, ga)!;
+    gb.add(b);
+    return [ga, gb];
+  }
+
+  test('B writes its rows while A is open, commits after A, chained onto it', async () => {
+    const tenant = 'pipe-ok';
+    const key = await setup(tenant);
+    const hold = gate();
+    const a = await batch(tenant, key, 7, hold.wait);
+    const b = await batch(tenant, key, 5);
+    const [ga, gb] = builders(tenant, a, b);
+    const pa = new Progress();
+    const pb = new Progress();
+    const ca = repo.commit(tenant, [a], ga, pa);
+    const cb = repo.commit(tenant, [b], gb, pb, pa);
+
+    await until(su, B_WROTE_ITS_ROWS, []);
+    // neither group is visible yet: only the key registration is committed
+    assert.equal((await su.query(`SELECT count(*)::int AS n FROM ledger_entries WHERE tenant_id = $1`, [tenant])).rows[0].n, 1);
+    hold.open();
+    const [ra, rb] = await Promise.all([ca, cb]);
+    assert.ok(await pa.asBuilt);
+    assert.ok(await pb.asBuilt, 'B was not committed as built');
+
+    const receiptsA = ra.outcomes.flatMap((o) => (o.ok ? o.receipts : []));
+    const receiptsB = rb.outcomes.flatMap((o) => (o.ok ? o.receipts : []));
+    assert.deepEqual(receiptsA.map((r) => r.seq), [2, 3, 4, 5, 6, 7, 8]);
+    assert.deepEqual(receiptsB.map((r) => r.seq), [9, 10, 11, 12, 13]);
+    const tx = await checkLedger(tenant, [receiptsA, receiptsB]);
+    assert.notEqual(tx[1], tx[8], 'A and B were one transaction');
+  });
+
+  test('A fails after B wrote its rows: B rolls back and commits on the real head, no gap', async () => {
+    const tenant = 'pipe-fail';
+    const key = await setup(tenant);
+    const hold = gate();
+    const a = await batch(tenant, key, 6, hold.wait, true);
+    const b = await batch(tenant, key, 4);
+    const [ga, gb] = builders(tenant, a, b);
+    const pa = new Progress();
+    const pb = new Progress();
+    const ca = repo.commit(tenant, [a], ga, pa).then(
+      () => 'committed',
+      (err: Error) => err.message,
+    );
+    const cb = repo.commit(tenant, [b], gb, pb, pa);
+
+    await until(su, B_WROTE_ITS_ROWS, []);
+    hold.open();
+    assert.equal(await ca, 'injected failure of group A');
+    const rb = await cb;
+    assert.equal(await pb.asBuilt, false, 'B committed as built on a state A never left');
+    const receiptsB = rb.outcomes.flatMap((o) => (o.ok ? o.receipts : []));
+    assert.deepEqual(receiptsB.map((r) => r.seq), [2, 3, 4, 5]);
+    await checkLedger(tenant, [receiptsB]);
+    const ids = (await su.query(`SELECT event_id::text FROM ledger_entries WHERE tenant_id = $1`, [tenant])).rows.map((r) => r.event_id);
+    for (const p of a.events) assert.ok(!ids.includes(p.event.id.toLowerCase()), 'an event of the failed group A is stored');
+  });
+
+  test('another process takes the lock while B claims the next seqs: B backs off, no deadlock, one chain', async () => {
+    const tenant = 'pipe-other';
+    const key = await setup(tenant);
+    const hold = gate();
+    const a = await batch(tenant, key, 3, hold.wait);
+    const b = await batch(tenant, key, 3);
+    const [ga, gb] = builders(tenant, a, b);
+    const pa = new Progress();
+    const pb = new Progress();
+    const ca = repo.commit(tenant, [a], ga, pa);
+    const cb = repo.commit(tenant, [b], gb, pb, pa);
+    await until(su, B_WROTE_ITS_ROWS, []);
+
+    // the other process: queued on the tenant lock behind A, then writing the seq after A's last (B's first)
+    const other = new Client({ connectionString: t.db.ownerUrl });
+    await other.connect();
+    try {
+      const otherPid = (await other.query(`SELECT pg_backend_pid() AS pid`)).rows[0].pid as number;
+      await other.query('BEGIN');
+      const locked = other.query(`SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, [`agent-ledger:${tenant}`]);
+      await until(su, `SELECT 1 FROM pg_locks WHERE pid = $1 AND locktype = 'advisory' AND NOT granted`, [otherPid]);
+      hold.open();
+      await ca;
+      await locked;
+      // A committed 2..4; B claimed 5.. and must give way rather than wait for this lock
+      await other.query(`INSERT INTO ledger_bodies (tenant_id, seq, body) VALUES ($1, 5, '{}')`, [tenant]);
+      await other.query('ROLLBACK');
+    } finally {
+      await other.end();
+    }
+    const rb = await cb;
+    const receiptsB = rb.outcomes.flatMap((o) => (o.ok ? o.receipts : []));
+    assert.deepEqual(receiptsB.map((r) => r.seq), [5, 6, 7]);
+    const receiptsA = (await ca).outcomes.flatMap((o) => (o.ok ? o.receipts : []));
+    await checkLedger(tenant, [receiptsA, receiptsB]);
+  });
+});
