@@ -3,6 +3,7 @@ import { Client } from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
+import { readdirSync, readFileSync } from 'node:fs';
 import { mintToken } from '../src/auth/token';
 import { newSpanId, newTraceId } from '../src/client/ledger-client';
 import { signBatch } from '../src/core/batch';
@@ -105,6 +106,59 @@ async function rawCopy(ownerUrl: string, tables: { name: string; lines: string[]
   return seconds;
 }
 
+/** CPU seconds (user + system) so far of this process, the service and the PostgreSQL processes (Linux /proc). */
+function cpuSeconds(servicePid: number | undefined): { bench: number; service: number; postgres: number } {
+  const out = { bench: 0, service: 0, postgres: 0 };
+  const procs = new Map<number, { ppid: number; comm: string; cpu: number }>();
+  try {
+    for (const d of readdirSync('/proc')) {
+      if (!/^\d+$/.test(d)) continue;
+      try {
+        const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+        const close = stat.lastIndexOf(')');
+        const comm = stat.slice(stat.indexOf('(') + 1, close);
+        const f = stat.slice(close + 2).split(' ');
+        procs.set(Number(d), { ppid: Number(f[1]), comm, cpu: (Number(f[11]) + Number(f[12])) / 100 });
+      } catch {
+        /* the process ended */
+      }
+    }
+  } catch {
+    return out;
+  }
+  const descends = (pid: number, root: number): boolean => {
+    for (let p = pid, i = 0; p > 1 && i < 10; i++, p = procs.get(p)?.ppid ?? 0) if (p === root) return true;
+    return false;
+  };
+  for (const [pid, p] of procs) {
+    if (pid === process.pid) out.bench += p.cpu;
+    else if (pid === servicePid) out.service += p.cpu;
+    else if (p.comm === 'postgres' && descends(pid, process.pid)) out.postgres += p.cpu;
+  }
+  return out;
+}
+
+/**
+ * Waits until the service and PostgreSQL use less than a tenth of a core
+ * over a second (the background workers have caught up with the ledger), at
+ * most `maxS` seconds; returns the seconds waited.
+ */
+async function settle(servicePid: number | undefined, maxS = 120): Promise<number> {
+  const t0 = performance.now();
+  const busy = () => {
+    const c = cpuSeconds(servicePid);
+    return c.service + c.postgres;
+  };
+  let before = busy();
+  while (performance.now() - t0 < maxS * 1000) {
+    await new Promise((r) => setTimeout(r, 1000));
+    const now = busy();
+    if (now - before < 0.1) break;
+    before = now;
+  }
+  return (performance.now() - t0) / 1000;
+}
+
 async function main(): Promise<void> {
   const db = await startBenchDb();
   const svc = await startService(db);
@@ -118,6 +172,8 @@ async function main(): Promise<void> {
     const copyRates: number[] = [];
     const copy1Rates: number[] = [];
     const ratios1: number[] = [];
+    const cpuRows: string[] = [];
+    const settled: number[] = [];
     for (const tenant of tenants) {
       const admin = await mintToken({ secret, tenant, scope: 'admin' });
       const writer = await mintToken({ secret, tenant, scope: 'events:write' });
@@ -126,6 +182,7 @@ async function main(): Promise<void> {
       for (const b of warm) await post(svc.url, writer, b);
       const bodies = await signedBodies(CLIENTS * BATCHES_PER_CLIENT, key, BATCH);
       const events = bodies.length * BATCH;
+      const cpu0 = cpuSeconds(svc.child.pid);
       const t0 = performance.now();
       let next = 0;
       await Promise.all(
@@ -134,8 +191,12 @@ async function main(): Promise<void> {
         }),
       );
       const ingestS = (performance.now() - t0) / 1000;
+      const cpu1 = cpuSeconds(svc.child.pid);
+      const perEvent = (k: keyof typeof cpu0) => (((cpu1[k] - cpu0[k]) * 1e6) / events).toFixed(0);
+      cpuRows.push(`${perEvent('service')} / ${perEvent('postgres')} / ${perEvent('bench')}`);
 
-      // The storage limit: the same rows, raw COPY, identically indexed tables, no triggers.
+      // The storage limit, measured on a quiet machine: the same rows, raw COPY, identically indexed tables, no triggers.
+      settled.push(await settle(svc.child.pid));
       const owner = new Client({ connectionString: db.ownerUrl });
       await owner.connect();
       await owner.query(`DROP TABLE IF EXISTS raw_entries, raw_bodies`);
@@ -178,6 +239,8 @@ async function main(): Promise<void> {
     await registerKey(svc.url, await mintToken({ secret, tenant, scope: 'admin' }), key);
     const writer = await mintToken({ secret, tenant, scope: 'events:write' });
     const singles = await signedBodies(LATENCY_RPS * LATENCY_SECONDS, key, 1);
+    // steady state: 50 requests/s, not the tail of the last round's backlog in the background workers
+    settled.push(await settle(svc.child.pid));
     const latencies: number[] = [];
     const start = performance.now();
     await Promise.all(
@@ -198,10 +261,12 @@ async function main(): Promise<void> {
       ingestRates.map((x) => x.toFixed(0)).join(' '),
     ]);
     const pct = (xs: number[]) => [`${(median(xs) * 100).toFixed(0)} %`, xs.map((x) => `${(x * 100).toFixed(0)}%`).join(' ')];
+    results.push(['CPU µs/event during ingest: service / PostgreSQL / bench client', '', cpuRows.join(' · ')]);
     results.push(['raw COPY, 4 connections, rows/s', median(copyRates).toFixed(0), copyRates.map((x) => x.toFixed(0)).join(' ')]);
     results.push(['raw COPY, 1 connection, rows/s', median(copy1Rates).toFixed(0), copy1Rates.map((x) => x.toFixed(0)).join(' ')]);
     results.push(['ingest / raw COPY (4 connections)', ...pct(ratios)]);
     results.push(['ingest / raw COPY (1 connection)', ...pct(ratios1)]);
+    results.push(['background catch-up before each COPY baseline / the latency run, s', '', settled.map((x) => x.toFixed(1)).join(' ')]);
     results.push([`single-event p50 ms (${LATENCY_RPS} req/s)`, percentile(latencies, 50).toFixed(2), `${latencies.length} requests`]);
     results.push([`single-event p99 ms (${LATENCY_RPS} req/s)`, percentile(latencies, 99).toFixed(2), `max ${latencies[latencies.length - 1].toFixed(2)}`]);
     process.stdout.write(`\nbench:ingest (${ROUNDS} rounds of ${CLIENTS * BATCHES_PER_CLIENT * BATCH} events)\n${table(results)}\n`);
