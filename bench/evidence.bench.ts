@@ -12,7 +12,9 @@ import type { EvidenceBundle } from '../src/core/bundle';
 import { verifyBundle } from '../src/core/bundle-verifier';
 import type { TraceEvent } from '../src/core/event';
 import { producerKey, registerKey } from '../test/support/factories';
-import { BENCH_SECRET, startBenchDb, startService, table } from './support';
+import { BENCH_SECRET, percentile, startBenchDb, startService, table, type BenchDb } from './support';
+import { growSyntheticLedger } from './synthetic-ledger';
+import { frontierRefs, inclusionProofRefs, nodeKey, rootFromRefs, verifyConsistency, verifyInclusion } from '../src/core/merkle';
 
 /**
  * npm run bench:evidence — evidence export and offline verification.
@@ -30,6 +32,10 @@ import { BENCH_SECRET, startBenchDb, startService, table } from './support';
  */
 
 const ENTRIES = Number(process.env.BENCH_EVIDENCE_ENTRIES ?? 100_000);
+/** Which parts run: `export` (export and offline verification), `proofs` (proofs at scale). */
+const PARTS = new Set((process.env.BENCH_EVIDENCE_PARTS ?? 'export,proofs').split(','));
+const PROOF_SIZES = (process.env.BENCH_PROOF_SIZES ?? '1000000,10000000').split(',').map(Number).filter((n) => n > 0);
+const PROOF_REQUESTS = Number(process.env.BENCH_PROOF_REQUESTS ?? 2000);
 const SMALL = Math.min(10_000, ENTRIES);
 const BATCH = 1000;
 const CLIENTS = 4;
@@ -69,6 +75,16 @@ const mib = (kib: number) => (kib / 1024).toFixed(0);
 
 async function main(): Promise<void> {
   const db = await startBenchDb();
+  try {
+    if (PARTS.has('export')) await exportAndVerify(db);
+    if (PARTS.has('proofs')) await proofsAtScale(db);
+  } finally {
+    await db.stop();
+  }
+}
+
+/** Exports of a ledger built through the service, and the offline verification of the big one. */
+async function exportAndVerify(db: BenchDb): Promise<void> {
   const svc = await startService(db, { LOG_LEVEL: 'fatal' });
   const dir = mkdtempSync(join(tmpdir(), 'bench-evidence-'));
   const rows: (string | number)[][] = [['measure', 'value', 'detail']];
@@ -213,11 +229,121 @@ async function main(): Promise<void> {
     rows.push(['raw SHA-256 of each record and body (same bytes)', `${(n / rawS).toFixed(0)} entries/s`, `${rawS.toFixed(3)} s (sink ${sink})`]);
     rows.push(['verify / raw per-entry hashing', `${((rawS / verifyS) * 100).toFixed(0)} %`, `incl. parse ${((rawS / (verifyS + parseS)) * 100).toFixed(0)} %`]);
     rows.push(['raw SHA-256 of the whole file', `${(n / fileS).toFixed(0)} entries/s`, `${(bytes.length / 2 ** 20 / fileS).toFixed(0)} MiB/s`]);
-    process.stdout.write(`\nbench:evidence (${ENTRIES} entries, checkpoint size ${bundle.manifest.checkpoint_size})\n${table(rows)}\n`);
+    process.stdout.write(`\nbench:evidence, export (${ENTRIES} entries, checkpoint size ${bundle.manifest.checkpoint_size})\n${table(rows)}\n`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
     await svc.stop();
-    await db.stop();
+  }
+}
+
+/**
+ * Inclusion and consistency proofs over HTTP at each size of
+ * BENCH_PROOF_SIZES (default 1M and 10M entries), on a synthetic tenant grown
+ * by the fast path of synthetic-ledger.ts, against the same node lookups as
+ * raw SQL in the same run. Every inclusion proof served is checked against
+ * the head's root, and a sample of the consistency proofs against the old
+ * root computed from the stored nodes.
+ */
+async function proofsAtScale(db: BenchDb): Promise<void> {
+  const sizes = PROOF_SIZES;
+  if (!sizes.length) return;
+  const tenant = 'synthetic';
+  const owner = new Client({ connectionString: db.ownerUrl });
+  await owner.connect();
+  const app = new Client({ connectionString: db.appUrl });
+  await app.connect();
+  // The fast path writes ledger_entries by primary key only: its secondary indexes (event id, trace, session,
+  // agent, times; none on the proof path) are dropped in this scratch database so that 10M rows take minutes.
+  for (const ix of ['ledger_entries_event_id', 'ledger_entries_trace', 'ledger_entries_session', 'ledger_entries_time', 'ledger_entries_received', 'ledger_entries_agent']) {
+    await owner.query(`DROP INDEX IF EXISTS ${ix}`);
+  }
+  // The query projector skips what its cursor says it has; the policy evaluator is off for this service.
+  await owner.query(`INSERT INTO query_cursors (tenant_id, seq) VALUES ($1, $2)`, [tenant, sizes[sizes.length - 1]]);
+  const svc = await startService(db, { LOG_LEVEL: 'fatal', POLICY_EVALUATOR: 'false' });
+  const rows: (string | number)[][] = [['measure', 'p50 ms', 'p99 ms', 'detail']];
+  try {
+    const token = await mintToken({ secret: new TextEncoder().encode(BENCH_SECRET), tenant, scope: 'audit:read' });
+    const get = async <T>(path: string): Promise<{ ms: number; body: T }> => {
+      const t = performance.now();
+      const res = await fetch(`${svc.url}${path}`, { headers: { authorization: `Bearer ${token}` } });
+      const body = (await res.json()) as T;
+      const ms = performance.now() - t;
+      if (res.status !== 200) throw new Error(`${path} answered ${res.status}: ${JSON.stringify(body)}`);
+      return { ms, body };
+    };
+    const rand = (n: number) => 1 + Math.floor(Math.random() * n);
+    let size = 0;
+    for (const target of sizes) {
+      const tBuild = performance.now();
+      await growSyntheticLedger(owner, tenant, size, target);
+      size = target;
+      await owner.query('ANALYZE ledger_entries, merkle_nodes');
+      const buildS = (performance.now() - tBuild) / 1000;
+      const head = (await get<{ tree_size: number; root_hash: string }>('/v1/ledger/head')).body;
+      if (head.tree_size !== size) throw new Error(`the head says ${head.tree_size} entries, the fast path wrote ${size}`);
+      const root = Buffer.from(head.root_hash, 'hex');
+      const label = `${(size / 1e6).toFixed(size % 1e6 ? 1 : 0)}M`;
+
+      // Inclusion proofs of random entries in the tree of this size.
+      for (let i = 0; i < 200; i++) await get(`/v1/ledger/proofs/inclusion?seq=${rand(size)}&tree_size=${size}`);
+      const incl: number[] = [];
+      let checked = 0;
+      for (let i = 0; i < PROOF_REQUESTS; i++) {
+        const seq = rand(size);
+        const { ms, body } = await get<{ leaf_index: number; leaf_hash: string; path: string[] }>(`/v1/ledger/proofs/inclusion?seq=${seq}&tree_size=${size}`);
+        incl.push(ms);
+        const path = body.path.map((h) => Buffer.from(h, 'hex'));
+        if (!verifyInclusion(Buffer.from(body.leaf_hash, 'hex'), seq - 1, size, path, root)) throw new Error(`the inclusion proof of ${seq} does not verify`);
+        checked++;
+      }
+      // The same node lookups as raw SQL (the leaf and its proof nodes, by primary key), no HTTP, no assembly.
+      const raw: number[] = [];
+      for (let i = 0; i < PROOF_REQUESTS; i++) {
+        const index = rand(size) - 1;
+        const refs = [{ level: 0, index }, ...inclusionProofRefs(index, size)];
+        const leaves = refs.filter((r) => r.level === 0).map((r) => r.index + 1);
+        const inner = refs.filter((r) => r.level > 0);
+        const t = performance.now();
+        await app.query(`SELECT seq, leaf_hash FROM ledger_entries WHERE tenant_id = $1 AND seq = ANY($2::bigint[])`, [tenant, leaves]);
+        await app.query(
+          `SELECT want.level, want.idx, n.hash FROM unnest($2::smallint[], $3::bigint[]) AS want(level, idx)
+           CROSS JOIN LATERAL (SELECT m.hash FROM merkle_nodes m WHERE m.tenant_id = $1 AND m.level = want.level AND m.idx = want.idx LIMIT 1) n`,
+          [tenant, inner.map((r) => r.level), inner.map((r) => r.index)],
+        );
+        raw.push(performance.now() - t);
+      }
+      // Consistency proofs from a random older size to this one; a sample checked against the old root from the stored nodes.
+      const cons: number[] = [];
+      for (let i = 0; i < PROOF_REQUESTS / 4; i++) {
+        const from = rand(size - 1);
+        const { ms, body } = await get<{ path: string[] }>(`/v1/ledger/proofs/consistency?from_size=${from}&to_size=${size}`);
+        cons.push(ms);
+        if (i % 25 === 0) {
+          const refs = frontierRefs(from);
+          const nodes = new Map<string, Buffer>();
+          for (const r of refs) {
+            const q = r.level === 0
+              ? await app.query<{ h: Buffer }>(`SELECT leaf_hash AS h FROM ledger_entries WHERE tenant_id = $1 AND seq = $2`, [tenant, r.index + 1])
+              : await app.query<{ h: Buffer }>(`SELECT hash AS h FROM merkle_nodes WHERE tenant_id = $1 AND level = $2 AND idx = $3`, [tenant, r.level, r.index]);
+            nodes.set(nodeKey(r), q.rows[0].h);
+          }
+          const oldRoot = rootFromRefs(from, (r) => nodes.get(nodeKey(r))!);
+          if (!verifyConsistency(from, size, body.path.map((h) => Buffer.from(h, 'hex')), oldRoot, root)) {
+            throw new Error(`the consistency proof ${from} -> ${size} does not verify`);
+          }
+        }
+      }
+      const p = (xs: number[], q: number) => percentile([...xs].sort((a, b) => a - b), q).toFixed(2);
+      rows.push([`fast path to ${label} entries`, '-', '-', `${buildS.toFixed(0)} s (leaves and every complete node, SHA-256 in SQL)`]);
+      rows.push([`inclusion proof at ${label} (HTTP)`, p(incl, 50), p(incl, 99), `${incl.length} requests, every proof checked (${checked}) against the head's root`]);
+      rows.push([`  raw SQL of its node lookups at ${label}`, p(raw, 50), p(raw, 99), 'the same two primary-key statements, no HTTP']);
+      rows.push([`consistency proof to ${label} (HTTP)`, p(cons, 50), p(cons, 99), `${cons.length} requests from random older sizes, 1 in 25 checked`]);
+    }
+    process.stdout.write(`\nbench:evidence, proofs (tenant grown by the fast path; sequential requests)\n${table(rows)}\n`);
+  } finally {
+    await svc.stop();
+    await app.end();
+    await owner.end();
   }
 }
 

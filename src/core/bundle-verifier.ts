@@ -5,7 +5,7 @@ import {
   BUNDLE_FORMAT,
   BUNDLE_JWS_TYP,
   ContentsDigest,
-  matchesFilter,
+  filterMatcher,
   signedPayload,
   type BundleEntry,
   type EvidenceBundle,
@@ -203,6 +203,7 @@ class Verifier {
     digest.add('checkpoint', b.checkpoint);
     const traces = new Set<string>();
     let prevSeq = 0;
+    const matches = filterMatcher(m.filter);
     let from: { t: number; s: string } | null = null;
     let to: { t: number; s: string } | null = null;
     for (const e of b.entries) {
@@ -210,7 +211,7 @@ class Verifier {
       prevSeq = Math.max(prevSeq, e.seq);
       const { rec, ok, bodyDigest } = await this.verifyEntry(e, true);
       digest.addEntry(e.seq, e.leaf_hash, bodyDigest);
-      if (rec && !matchesFilter(rec, m.filter)) this.fail('filter', `the entry does not match the export filter ${JSON.stringify(m.filter)}`, e.seq);
+      if (rec && !matches(rec)) this.fail('filter', `the entry does not match the export filter ${JSON.stringify(m.filter)}`, e.seq);
       if (!rec || !ok) continue;
       traces.add(rec.trace_id);
       const t = Date.parse(rec.time);
@@ -518,44 +519,50 @@ export class InclusionVerifier {
     return this.numericKeys ? start * (this.size + 1) + end : `${start}-${end}`;
   }
 
+  /** The path of the current leaf, bottom-up: node i is [starts[i], ends[i]) split at mids[i]; reused between calls. */
+  private readonly starts = new Float64Array(64);
+  private readonly ends = new Float64Array(64);
+  private readonly mids = new Float64Array(64);
+
   /** `remember`: keep the nodes for the next leaves (pass false for out-of-order one-offs). */
   verify(leaf: Uint8Array, index: number, proof: readonly (Uint8Array | string)[], remember = true): boolean {
     if (!Number.isSafeInteger(index) || index < 0 || index >= this.size || leaf.length !== HASH_SIZE) return false;
-    // The path's inner nodes bottom-up: the node [start, end), its split k, and whether the leaf is on the left.
-    const path: { start: number; end: number; k: number; left: boolean }[] = [];
-    let start = 0;
-    let end = this.size;
-    while (end - start > 1) {
+    // The path's inner nodes, found top-down, stored bottom-up: node [start, end) splits at mid; the leaf is left of mid or not.
+    const { starts, ends, mids } = this;
+    let depth = 0;
+    for (let start = 0, end = this.size; end - start > 1; depth++) {
       let k = 1;
       while (k * 2 < end - start) k *= 2;
-      const left = index < start + k;
-      path.push({ start, end, k, left });
-      if (left) end = start + k;
+      starts[depth] = start;
+      ends[depth] = end;
+      mids[depth] = start + k;
+      if (index < start + k) end = start + k;
       else start += k;
     }
-    path.reverse();
-    if (proof.length !== path.length) return false;
+    if (proof.length !== depth) return false;
     const leafHex = Buffer.from(leaf).toString('hex');
-    if (path.length === 0) return this.known.get(this.key(0, this.size))!.hex === leafHex;
-    const sibling = (n: (typeof path)[number]) => (n.left ? this.key(n.start + n.k, n.end) : this.key(n.start, n.start + n.k));
-    const child = (n: (typeof path)[number]) => (n.left ? this.key(n.start, n.start + n.k) : this.key(n.start + n.k, n.end));
+    if (depth === 0) return this.known.get(this.key(0, this.size))!.hex === leafHex;
+    const at = (i: number) => depth - 1 - i; // bottom-up position i -> slot
+    const left = (i: number) => index < mids[at(i)];
+    const sibling = (i: number) => (left(i) ? this.key(mids[at(i)], ends[at(i)]) : this.key(starts[at(i)], mids[at(i)]));
+    const child = (i: number) => (left(i) ? this.key(starts[at(i)], mids[at(i)]) : this.key(mids[at(i)], ends[at(i)]));
     const computed: [number | string, { hex: string; parentEnd: number }][] = [];
     let r: Buffer = Buffer.from(leaf);
     let rHex = leafHex;
-    for (let i = 0; i < path.length; i++) {
-      const node = path[i];
+    for (let i = 0; i < depth; i++) {
       const p = proofBytes(proof[i]);
       if (!p) return false;
-      computed.push([child(node), { hex: rHex, parentEnd: node.end }], [sibling(node), { hex: p.hex, parentEnd: node.end }]);
-      r = node.left ? hashChildren(r, p.bytes) : hashChildren(p.bytes, r);
+      const end = ends[at(i)];
+      computed.push([child(i), { hex: rHex, parentEnd: end }], [sibling(i), { hex: p.hex, parentEnd: end }]);
+      r = left(i) ? hashChildren(r, p.bytes) : hashChildren(p.bytes, r);
       rHex = r.toString('hex');
-      const known = this.known.get(this.key(node.start, node.end));
+      const known = this.known.get(this.key(starts[at(i)], end));
       if (!known) continue;
       if (known.hex !== rHex) return false;
       // The rest of the proof must be the remembered siblings; if one was forgotten, keep hashing.
       let rest = true;
-      for (let j = i + 1; j < path.length && rest; j++) {
-        const s = this.known.get(sibling(path[j]));
+      for (let j = i + 1; j < depth && rest; j++) {
+        const s = this.known.get(sibling(j));
         if (!s) rest = false;
         else if (s.hex !== hexOf(proof[j])) return false;
       }

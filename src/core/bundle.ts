@@ -170,13 +170,24 @@ export function bundleEntry(seq: number, record: string, body: string | null, pr
 
 /** Whether a record matches an export filter (the service's SQL and the verifier agree on this). */
 export function matchesFilter(record: Pick<LedgerRecord, 'trace_id' | 'session_id' | 'agent' | 'time'>, filter: ExportFilter): boolean {
-  if ('trace_id' in filter) return record.trace_id === filter.trace_id;
-  if ('session_id' in filter) return record.session_id === filter.session_id;
-  if (filter.agent !== undefined && record.agent !== filter.agent) return false;
-  const t = Date.parse(record.time);
-  if (filter.from !== undefined && !(t >= Date.parse(filter.from))) return false;
-  if (filter.to !== undefined && !(t < Date.parse(filter.to))) return false;
-  return true;
+  return filterMatcher(filter)(record);
+}
+
+/** matchesFilter with the filter's times parsed once, for one call per entry. */
+export function filterMatcher(filter: ExportFilter): (record: Pick<LedgerRecord, 'trace_id' | 'session_id' | 'agent' | 'time'>) => boolean {
+  if ('trace_id' in filter) return (r) => r.trace_id === filter.trace_id;
+  if ('session_id' in filter) return (r) => r.session_id === filter.session_id;
+  const { agent } = filter;
+  const from = filter.from !== undefined ? Date.parse(filter.from) : undefined;
+  const to = filter.to !== undefined ? Date.parse(filter.to) : undefined;
+  return (r) => {
+    if (agent !== undefined && r.agent !== agent) return false;
+    if (from === undefined && to === undefined) return true;
+    const t = Date.parse(r.time);
+    if (from !== undefined && !(t >= from)) return false;
+    if (to !== undefined && !(t < to)) return false;
+    return true;
+  };
 }
 
 /**

@@ -19,7 +19,7 @@
  * hold. Every function checks that its inputs are safe non-negative integers
  * and never uses the 32-bit bitwise operators on them.
  */
-import { createHash } from 'node:crypto';
+import { createHash, hash } from 'node:crypto';
 
 /** Size in bytes of every node hash (SHA-256). */
 export const HASH_SIZE = 32;
@@ -55,9 +55,18 @@ export function hashLeaf(data: Uint8Array): Buffer {
   return createHash('sha256').update(LEAF_PREFIX).update(data).digest();
 }
 
-/** Interior node hash, RFC 9162 §2.1.1: SHA-256(0x01 || left || right). */
+/** 0x01 || left || right, reused: hashChildren is synchronous. */
+const NODE_INPUT = Buffer.alloc(1 + 2 * HASH_SIZE);
+
+/** Interior node hash, RFC 9162 §2.1.1: SHA-256(0x01 || left || right). One-shot `hash` when both are hashes (the hot path of proofs). */
 export function hashChildren(left: Uint8Array, right: Uint8Array): Buffer {
-  return createHash('sha256').update(NODE_PREFIX).update(left).update(right).digest();
+  if (left.length !== HASH_SIZE || right.length !== HASH_SIZE) {
+    return createHash('sha256').update(NODE_PREFIX).update(left).update(right).digest();
+  }
+  NODE_INPUT[0] = 0x01;
+  NODE_INPUT.set(left, 1);
+  NODE_INPUT.set(right, 1 + HASH_SIZE);
+  return hash('sha256', NODE_INPUT, 'buffer');
 }
 
 /** MTH({}) = SHA-256 of the empty string (RFC 9162 §2.1.1). */
