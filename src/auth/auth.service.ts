@@ -1,3 +1,4 @@
+import { webcrypto } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
 import { createRemoteJWKSet, errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import { UnauthenticatedError } from '../common/problem';
@@ -11,6 +12,8 @@ const JWKS_ALGORITHMS = ['RS256', 'PS256', 'ES256', 'EdDSA'];
 @Injectable()
 export class AuthService {
   private readonly jwks?: JWTVerifyGetKey;
+  /** The HS256 secret imported once: given the raw bytes, jose imports a WebCrypto key on every request. */
+  private hsKey?: Promise<webcrypto.CryptoKey>;
 
   constructor(@Inject(APP_CONFIG) private readonly config: AppConfig) {
     if (config.auth.jwksUrl) this.jwks = createRemoteJWKSet(new URL(config.auth.jwksUrl));
@@ -30,7 +33,8 @@ export class AuthService {
       if (this.jwks) {
         ({ payload } = await jwtVerify(token, this.jwks, { ...options, algorithms: JWKS_ALGORITHMS }));
       } else {
-        ({ payload } = await jwtVerify(token, auth.hsSecret!, { ...options, algorithms: ['HS256'] }));
+        this.hsKey ??= webcrypto.subtle.importKey('raw', auth.hsSecret!, { name: 'HMAC', hash: 'SHA-256' }, false, ['verify']);
+        ({ payload } = await jwtVerify(token, await this.hsKey, { ...options, algorithms: ['HS256'] }));
       }
     } catch (err) {
       throw new UnauthenticatedError(describeJoseError(err));

@@ -346,21 +346,17 @@ export class LedgerRepository {
     const leaves = refs.filter((r) => r.level === 0).map((r) => r.index + 1);
     const inner = refs.filter((r) => r.level > 0);
     const out = new Map<string, Buffer>();
-    if (leaves.length) {
-      const rows: { seq: string; leaf_hash: Buffer }[] = await q.query(
-        `SELECT seq, leaf_hash FROM ledger_entries WHERE tenant_id = $1 AND seq = ANY($2::bigint[])`,
-        [tenant, leaves],
-      );
-      for (const r of rows) out.set(nodeKey({ level: 0, index: Number(r.seq) - 1 }), r.leaf_hash);
-    }
-    if (inner.length) {
+    if (refs.length) {
+      // One round trip for both kinds. Inner nodes: one primary-key probe each (LATERAL … LIMIT 1 keeps
+      // the planner from hashing all of the tenant's nodes, which it does on a fresh table's statistics).
       const rows: { level: number; idx: string; hash: Buffer }[] = await q.query(
-        // One primary-key probe per wanted node (LATERAL … LIMIT 1 keeps the planner from hashing
-        // all of the tenant's nodes, which it does on a fresh table's statistics: O(ledger) per lookup).
-        `SELECT want.level, want.idx, n.hash FROM unnest($2::smallint[], $3::bigint[]) AS want(level, idx)
+        `SELECT 0::smallint AS level, e.seq - 1 AS idx, e.leaf_hash AS hash
+         FROM ledger_entries e WHERE e.tenant_id = $1 AND e.seq = ANY($2::bigint[])
+         UNION ALL
+         SELECT want.level, want.idx, n.hash FROM unnest($3::smallint[], $4::bigint[]) AS want(level, idx)
          CROSS JOIN LATERAL (SELECT m.hash FROM merkle_nodes m
                              WHERE m.tenant_id = $1 AND m.level = want.level AND m.idx = want.idx LIMIT 1) n`,
-        [tenant, inner.map((r) => r.level), inner.map((r) => r.index)],
+        [tenant, leaves, inner.map((r) => r.level), inner.map((r) => r.index)],
       );
       for (const r of rows) out.set(nodeKey({ level: r.level, index: Number(r.idx) }), r.hash);
     }
