@@ -361,12 +361,12 @@ class Verifier {
     const bodyDigest = e.body === null ? null : hash('sha256', e.body, 'base64url');
     const failuresBefore = this.failures.length;
     // Leaf and inclusion: the record's bytes are in the checkpointed tree.
-    const leaf = hash('sha256', '\u0000' + e.record, 'buffer');
-    if (e.leaf_hash !== leaf.toString('hex')) this.fail('leaf_hash', 'leaf_hash is not H(0x00 || record)', seq);
+    const leafHex = hash('sha256', '\u0000' + e.record, 'hex');
+    if (e.leaf_hash !== leafHex) this.fail('leaf_hash', 'leaf_hash is not H(0x00 || record)', seq);
     if (this.checkpoint && this.inclusion) {
       if (seq < 1 || seq > this.checkpoint.size) {
         this.fail('inclusion', `seq ${seq} is outside the checkpoint's tree of ${this.checkpoint.size} entries`, seq);
-      } else if (!this.inclusion.verify(leaf, seq - 1, e.inclusion_proof, ordered)) {
+      } else if (!this.inclusion.verify(leafHex, seq - 1, e.inclusion_proof, ordered)) {
         this.fail('inclusion', `the inclusion proof does not lead from the record's leaf to the checkpoint root (tree size ${this.checkpoint.size})`, seq);
       }
     }
@@ -525,8 +525,10 @@ export class InclusionVerifier {
   private readonly mids = new Float64Array(64);
 
   /** `remember`: keep the nodes for the next leaves (pass false for out-of-order one-offs). */
-  verify(leaf: Uint8Array, index: number, proof: readonly (Uint8Array | string)[], remember = true): boolean {
-    if (!Number.isSafeInteger(index) || index < 0 || index >= this.size || leaf.length !== HASH_SIZE) return false;
+  verify(leaf: Uint8Array | string, index: number, proof: readonly (Uint8Array | string)[], remember = true): boolean {
+    // A leaf given as lowercase hex is decoded only if it has to be hashed.
+    if (typeof leaf === 'string' ? !/^[0-9a-f]{64}$/.test(leaf) : leaf.length !== HASH_SIZE) return false;
+    if (!Number.isSafeInteger(index) || index < 0 || index >= this.size) return false;
     // The path's inner nodes, found top-down, stored bottom-up: node [start, end) splits at mid; the leaf is left of mid or not.
     const { starts, ends, mids } = this;
     let depth = 0;
@@ -540,14 +542,27 @@ export class InclusionVerifier {
       else start += k;
     }
     if (proof.length !== depth) return false;
-    const leafHex = Buffer.from(leaf).toString('hex');
+    const leafHex = typeof leaf === 'string' ? leaf : Buffer.from(leaf).toString('hex');
     if (depth === 0) return this.known.get(this.key(0, this.size))!.hex === leafHex;
     const at = (i: number) => depth - 1 - i; // bottom-up position i -> slot
     const left = (i: number) => index < mids[at(i)];
     const sibling = (i: number) => (left(i) ? this.key(mids[at(i)], ends[at(i)]) : this.key(starts[at(i)], mids[at(i)]));
     const child = (i: number) => (left(i) ? this.key(starts[at(i)], mids[at(i)]) : this.key(mids[at(i)], ends[at(i)]));
+    // The leaf itself may be remembered (as the sibling in the previous leaf's proof): then no hashing at all,
+    // as long as every proof element equals the remembered sibling at its level.
+    const self = this.known.get(this.key(index, index + 1));
+    if (self) {
+      if (self.hex !== leafHex) return false;
+      let rest = true;
+      for (let j = 0; j < depth && rest; j++) {
+        const s = this.known.get(sibling(j));
+        if (!s) rest = false;
+        else if (s.hex !== hexOf(proof[j])) return false;
+      }
+      if (rest) return true;
+    }
     const computed: [number | string, { hex: string; parentEnd: number }][] = [];
-    let r: Buffer = Buffer.from(leaf);
+    let r: Buffer = typeof leaf === 'string' ? Buffer.from(leaf, 'hex') : Buffer.from(leaf);
     let rHex = leafHex;
     for (let i = 0; i < depth; i++) {
       const p = proofBytes(proof[i]);
