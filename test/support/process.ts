@@ -139,6 +139,9 @@ export async function startServiceProcess(db: TestDatabase, opts: ServiceOptions
   for (;;) {
     if (gone) throw new Error(`the service exited before it was ready:\n${stderr}`);
     try {
+      // Only once this child says it listens: the free port may have been taken in the meantime by
+      // another test file's server, which would answer /health/ready for a database not ours.
+      if (!stderr.includes(`listening on ${url} `)) throw new Error('not listening yet');
       const res = await fetch(`${url}/health/ready`);
       if (res.status === 200) return proc;
     } catch {
