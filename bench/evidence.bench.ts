@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,9 +10,8 @@ import { newSpanId, newTraceId } from '../src/client/ledger-client';
 import { signBatch } from '../src/core/batch';
 import type { EvidenceBundle } from '../src/core/bundle';
 import { verifyBundle } from '../src/core/bundle-verifier';
-import type { TraceEvent } from '../src/core/event';
 import { producerKey, registerKey } from '../test/support/factories';
-import { BENCH_SECRET, median, percentile, startBenchDb, startService, table, type BenchDb } from './support';
+import { BENCH_SECRET, median, percentile, realisticEvent, startBenchDb, startService, table, type BenchDb } from './support';
 import { growSyntheticLedger } from './synthetic-ledger';
 import { frontierRefs, inclusionProofRefs, nodeKey, rootFromRefs, verifyConsistency, verifyInclusion } from '../src/core/merkle';
 
@@ -45,32 +44,9 @@ const PROOF_REQUESTS = Number(process.env.BENCH_PROOF_REQUESTS ?? 2000);
 const SMALL = Math.min(10_000, ENTRIES);
 const BATCH = 1000;
 const CLIENTS = 4;
-const TOOLS = ['search_kb', 'lookup_customer', 'lookup_order', 'refund_payment', 'send_email', 'create_ticket'];
 const T0 = Date.UTC(2026, 10, 25, 10, 0, 0);
 const timeOf = (i: number) => new Date(T0 + i).toISOString();
 
-function realisticEvent(i: number, trace: string, root: string): TraceEvent {
-  const tool = TOOLS[i % TOOLS.length];
-  return {
-    id: randomUUID(),
-    trace_id: trace,
-    span_id: newSpanId(),
-    parent_span_id: root,
-    session_id: `conv-${trace.slice(0, 8)}`,
-    type: i % 2 ? 'tool.result' : 'tool.call',
-    name: tool,
-    agent: 'bench-agent',
-    time: timeOf(i),
-    duration_ms: 5 + (i % 300),
-    status: i % 17 ? 'ok' : 'error',
-    attributes: {
-      args: { order_id: `A-${1000 + (i % 9000)}`, customer_id: `C-${i % 5000}`, amount: (i % 400) + 0.5, currency: 'EUR' },
-      model: 'gpt-5-mini',
-      usage: { input_tokens: 200 + (i % 900), output_tokens: 40 + (i % 200) },
-      note: 'customer asked about a late delivery and a partial refund for the damaged item',
-    },
-  };
-}
 
 function rssKiB(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -108,7 +84,7 @@ async function exportAndVerify(db: BenchDb): Promise<void> {
       const trace = newTraceId();
       const root = newSpanId();
       const n = Math.min(BATCH, ENTRIES - b * BATCH);
-      const evs = Array.from({ length: n }, (_, i) => realisticEvent(b * BATCH + i, trace, root));
+      const evs = Array.from({ length: n }, (_, i) => realisticEvent(b * BATCH + i, trace, root, 'bench-agent', timeOf(b * BATCH + i)));
       bodies.push(JSON.stringify({ events: evs, signature: await signBatch(evs, key.privateKey, key.kid, key.alg) }));
     }
     const tIngest = performance.now();
@@ -295,7 +271,7 @@ async function proofsAtScale(db: BenchDb): Promise<void> {
       const head = (await get<{ tree_size: number; root_hash: string }>('/v1/ledger/head')).body;
       if (head.tree_size !== size) throw new Error(`the head says ${head.tree_size} entries, the fast path wrote ${size}`);
       const root = Buffer.from(head.root_hash, 'hex');
-      const label = `${(size / 1e6).toFixed(size % 1e6 ? 1 : 0)}M`;
+      const label = size >= 1e6 ? `${+(size / 1e6).toFixed(1)}M` : `${+(size / 1e3).toFixed(1)}k`;
 
       // Inclusion proofs of random entries in the tree of this size.
       for (let i = 0; i < 200; i++) await get(`/v1/ledger/proofs/inclusion?seq=${rand(size)}&tree_size=${size}`);

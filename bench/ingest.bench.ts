@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import { Client } from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { pipeline } from 'node:stream/promises';
@@ -7,9 +6,8 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { mintToken } from '../src/auth/token';
 import { newSpanId, newTraceId } from '../src/client/ledger-client';
 import { signBatch } from '../src/core/batch';
-import type { TraceEvent } from '../src/core/event';
 import { producerKey, registerKey } from '../test/support/factories';
-import { BENCH_SECRET, median, percentile, startBenchDb, startService, table } from './support';
+import { BENCH_SECRET, median, percentile, realisticEvent, startBenchDb, startService, table } from './support';
 
 /**
  * npm run bench:ingest — signed batches of 500 over HTTP from 4 concurrent
@@ -26,37 +24,17 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const LATENCY_RPS = 50;
 const LATENCY_SECONDS = Number(process.env.BENCH_LATENCY_SECONDS ?? 10);
 
-const TOOLS = ['search_kb', 'lookup_customer', 'lookup_order', 'refund_payment', 'send_email', 'create_ticket'];
 
-function realisticEvent(i: number, trace: string, root: string): TraceEvent {
-  const tool = TOOLS[i % TOOLS.length];
-  return {
-    id: randomUUID(),
-    trace_id: trace,
-    span_id: newSpanId(),
-    parent_span_id: root,
-    session_id: `conv-${trace.slice(0, 8)}`,
-    type: i % 2 ? 'tool.result' : 'tool.call',
-    name: tool,
-    agent: `agent-${i % 20}`,
-    time: new Date(Date.UTC(2026, 10, 25, 10, 0, 0, i % 1000)).toISOString(),
-    duration_ms: 5 + (i % 300),
-    status: i % 17 ? 'ok' : 'error',
-    attributes: {
-      args: { order_id: `A-${1000 + (i % 9000)}`, customer_id: `C-${i % 5000}`, amount: (i % 400) + 0.5, currency: 'EUR' },
-      model: 'gpt-5-mini',
-      usage: { input_tokens: 200 + (i % 900), output_tokens: 40 + (i % 200) },
-      note: 'customer asked about a late delivery and a partial refund for the damaged item',
-    },
-  };
-}
 
 async function signedBodies(n: number, key: Awaited<ReturnType<typeof producerKey>>, size: number): Promise<string[]> {
   const out: string[] = [];
   for (let b = 0; b < n; b++) {
     const trace = newTraceId();
     const root = newSpanId();
-    const evs = Array.from({ length: size }, (_, i) => realisticEvent(b * size + i, trace, root));
+    const evs = Array.from({ length: size }, (_, k) => {
+      const i = b * size + k;
+      return realisticEvent(i, trace, root, `agent-${i % 20}`, new Date(Date.UTC(2026, 10, 25, 10, 0, 0, i % 1000)).toISOString());
+    });
     out.push(JSON.stringify({ events: evs, signature: await signBatch(evs, key.privateKey, key.kid, key.alg) }));
   }
   return out;

@@ -1,8 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { exportJWK, generateKeyPair } from 'jose';
+import { newSpanId } from '../src/client/ledger-client';
+import type { TraceEvent } from '../src/core/event';
 import { migrate, withCredentials } from '../src/database/data-source';
 import { startEmbeddedPostgres } from '../src/database/embedded';
 import { freePort } from '../test/support/net';
@@ -99,4 +101,33 @@ export function median(xs: number[]): number {
 export function table(rows: (string | number)[][]): string {
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => String(r[i]).length)));
   return rows.map((r) => r.map((c, i) => String(c).padEnd(widths[i])).join('  ')).join('\n');
+}
+
+const REALISTIC_TOOLS = ['search_kb', 'lookup_customer', 'lookup_order', 'refund_payment', 'send_email', 'create_ticket'];
+
+/**
+ * The ingest and evidence benchmarks' event i of a run: a tool call or result
+ * under `root`, with attributes of a realistic size (~0.5 KB). `agent` and
+ * `time` are the two things the benchmarks vary.
+ */
+export function realisticEvent(i: number, trace: string, root: string, agent: string, time: string): TraceEvent {
+  return {
+    id: randomUUID(),
+    trace_id: trace,
+    span_id: newSpanId(),
+    parent_span_id: root,
+    session_id: `conv-${trace.slice(0, 8)}`,
+    type: i % 2 ? 'tool.result' : 'tool.call',
+    name: REALISTIC_TOOLS[i % REALISTIC_TOOLS.length],
+    agent,
+    time,
+    duration_ms: 5 + (i % 300),
+    status: i % 17 ? 'ok' : 'error',
+    attributes: {
+      args: { order_id: `A-${1000 + (i % 9000)}`, customer_id: `C-${i % 5000}`, amount: (i % 400) + 0.5, currency: 'EUR' },
+      model: 'gpt-5-mini',
+      usage: { input_tokens: 200 + (i % 900), output_tokens: 40 + (i % 200) },
+      note: 'customer asked about a late delivery and a partial refund for the damaged item',
+    },
+  };
 }

@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
 import type { DataSource, EntityManager } from 'typeorm';
+import { tenantsPastCursorSql } from '../ledger/tenants-behind';
 
 interface ToolRow {
   seq: string;
@@ -39,17 +40,7 @@ export class ProjectorRepository {
 
   /** Tenants whose ledger goes past their cursor (skip scan over the ledger's primary key). */
   async tenantsBehind(): Promise<string[]> {
-    const rows: { tenant_id: string }[] = await this.ds.query(`
-      WITH RECURSIVE t AS (
-        (SELECT tenant_id FROM ledger_entries ORDER BY tenant_id LIMIT 1)
-        UNION ALL
-        SELECT (SELECT e.tenant_id FROM ledger_entries e WHERE e.tenant_id > t.tenant_id ORDER BY e.tenant_id LIMIT 1)
-        FROM t WHERE t.tenant_id IS NOT NULL
-      )
-      SELECT t.tenant_id FROM t
-      LEFT JOIN query_cursors c ON c.tenant_id = t.tenant_id
-      WHERE t.tenant_id IS NOT NULL
-        AND COALESCE(c.seq, 0) < (SELECT max(seq) FROM ledger_entries m WHERE m.tenant_id = t.tenant_id)`);
+    const rows: { tenant_id: string }[] = await this.ds.query(tenantsPastCursorSql('query_cursors'));
     return rows.map((r) => r.tenant_id);
   }
 

@@ -7,6 +7,7 @@ import { startTestApp, type TestApp } from '../support/app';
 import { event, producerKey, registerKey, signedBatch, type TestProducer } from '../support/factories';
 import { startAppOn, type ExtraApp } from '../support/process';
 import { completeMerkleNodes, readStoredLedger, type StoredRow } from '../support/stored';
+import { rng } from '../support/random';
 
 /**
  * Many producers at once over real HTTP, through the group-commit sequencer
@@ -17,17 +18,6 @@ import { completeMerkleNodes, readStoredLedger, type StoredRow } from '../suppor
  */
 
 const MAX_GROUP = 40;
-
-/** Deterministic sizes, so a failure can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = Math.imul(a ^ (a >>> 15), 1 | a);
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const TYPES = ['model.call', 'tool.call', 'tool.result', 'validation', 'retry'] as const;
 
@@ -171,7 +161,7 @@ describe('concurrent ingest', () => {
   });
 
   test('8 producers × 25 batches of 1-20 events on two tenants: gap-free, receipts as stored, group commits bounded', async () => {
-    const rand = prng(20261125);
+    const rand = rng(20261125);
     const tenants = ['acme', 'globex'];
     const producers: (Producer & { tenant: string })[] = [];
     for (let c = 0; c < 8; c++) {
@@ -209,7 +199,7 @@ describe('concurrent ingest', () => {
   test('two service instances on one database ingesting into the same tenant: one gap-free chain', async () => {
     second = await startAppOn(t.db, t.config);
     const tenant = 'initech';
-    const rand = prng(7);
+    const rand = rng(7);
     const producers: Producer[] = [];
     for (let c = 0; c < 6; c++) {
       const key = await producerKey(c === 5 ? 'ES256' : 'EdDSA');

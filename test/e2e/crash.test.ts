@@ -11,6 +11,7 @@ import { asSuperuser, createTestDatabase, type TestDatabase } from '../support/d
 import { event, producerKey, registerKey, signedBatch, type TestProducer } from '../support/factories';
 import { completeMerkleNodes, readStoredLedger, type StoredRow } from '../support/stored';
 import { killAllServiceProcesses, ledgerSigningKeyJson, startServiceProcess, type ServiceProcess } from '../support/process';
+import { rng } from '../support/random';
 
 /**
  * DESIGN.md §5: "a 201 is a promise that it is in the ledger, across crashes".
@@ -22,16 +23,6 @@ import { killAllServiceProcesses, ledgerSigningKeyJson, startServiceProcess, typ
 const TENANT = 'acme';
 const BATCHES_PER_ROUND = 50;
 const IN_FLIGHT = 12;
-
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = Math.imul(a ^ (a >>> 15), 1 | a);
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Batch {
   events: TraceEvent[];
@@ -254,7 +245,7 @@ describe('crash: SIGKILL with batches in flight, restart, resend', () => {
 
   for (const [round, [moment, plan, expectCommitted]] of plans.entries()) {
     test(`kill ${round + 1}, ${moment}: every 201 survives, the rest can be resent`, async (t) => {
-      const rand = prng((round + 1) * 7919);
+      const rand = rng((round + 1) * 7919);
       const batches: Batch[] = [];
       for (let i = 0; i < BATCHES_PER_ROUND; i++) {
         const trace_id = newTraceId();

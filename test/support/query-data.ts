@@ -2,22 +2,14 @@ import { randomUUID } from 'node:crypto';
 import type { TraceEvent } from '../../src/core/event';
 import type { TestApp } from './app';
 import { client, producerKey, registerKey } from './factories';
+import { rng } from './random';
 
 /**
  * Generated runs for the query tests, and a tenant to send them to. The
  * generator is seeded (mulberry32), so a failing case reproduces.
  */
 
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { rng };
 
 const hex = (r: () => number, n: number) => Array.from({ length: n }, () => Math.floor(r() * 16).toString(16)).join('');
 export const traceIdOf = (r: () => number) => `a${hex(r, 31)}`;
