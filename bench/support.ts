@@ -65,6 +65,8 @@ export async function startService(db: BenchDb, extraEnv: Record<string, string>
       LEDGER_SIGNING_KEY: JSON.stringify(await exportJWK(privateKey)),
       LOG_LEVEL: 'warn',
       ...extraEnv,
+      // BENCH_SERVICE_ENV="QUERY_PROJECTOR=false POLICY_EVALUATOR=false": the service's switches, for comparisons
+      ...Object.fromEntries((process.env.BENCH_SERVICE_ENV ?? '').split(/\s+/).filter(Boolean).map((kv) => kv.split(/=(.*)/s, 2))),
     },
     stdio: ['ignore', 'inherit', 'inherit'],
   });

@@ -87,6 +87,7 @@ export const envSchema = z
     PUBLIC_BASE_URL: optionalUrl,
     POLICIES_DIR: z.string().min(1).default('policies'),
     POLICY_EVALUATOR: bool.optional(),
+    QUERY_PROJECTOR: bool.default(true),
     POLICY_POLL_MS: int(100, 3_600_000).default(5000),
     POLICY_PAGE_SIZE: int(1, 10_000).default(1000),
     POLICY_MAX_SCOPES: int(2, 10_000_000).default(10_000),

@@ -1,5 +1,7 @@
-import { Injectable, Logger, type OnApplicationBootstrap, type OnModuleDestroy } from '@nestjs/common';
+import { Inject, Injectable, Logger, type OnApplicationBootstrap, type OnModuleDestroy } from '@nestjs/common';
 import { LedgerService } from '../ledger/ledger.service';
+import type { AppConfig } from '../runtime/runtime';
+import { APP_CONFIG } from '../runtime/tokens';
 import { ProjectorRepository } from './projector.repository';
 
 /** Entries projected per transaction. */
@@ -14,8 +16,14 @@ const POLL_MS = 2000;
  */
 export const SYNC_CATCH_UP_MAX = 20_000;
 const SYNC_CATCH_UP_TIMEOUT_MS = 5000;
-/** ANALYZE the read models after this many entries projected by this process, then after twice as many… */
-const FIRST_ANALYZE = 10_000;
+/**
+ * ANALYZE the read models after this many entries projected by this process,
+ * then after twice as many… Early, because a young table without statistics
+ * gets plans that scan all of it per row: the loops rollup's join probed a
+ * tool's every call for each (run, tool, args) group (~400 µs an entry at
+ * 20k entries, against ~4 µs once analyzed).
+ */
+const FIRST_ANALYZE = 1_000;
 const MAX_ANALYZE_STEP = 1_000_000;
 
 /**
@@ -25,7 +33,9 @@ const MAX_ANALYZE_STEP = 1_000_000;
  * cursor, page by page (a CQRS projection). Exactly once: each page's rows
  * and the cursor advance commit in one transaction, the cursor row locked.
  * One walk per tenant at a time in this process (wakes are coalesced); across
- * processes the cursor row lock serialises them.
+ * processes the cursor row lock serialises them. With `QUERY_PROJECTOR=false`
+ * this process projects nothing and reads the read models as another process
+ * (a projection worker) leaves them.
  */
 @Injectable()
 export class ProjectorService implements OnApplicationBootstrap, OnModuleDestroy {
@@ -38,13 +48,19 @@ export class ProjectorService implements OnApplicationBootstrap, OnModuleDestroy
   private stopped = false;
   private sinceAnalyze = 0;
   private analyzeStep = FIRST_ANALYZE;
+  /** Whether this process projects (QUERY_PROJECTOR); when not, it only reads the cursor. */
+  readonly enabled: boolean;
 
   constructor(
     private readonly repo: ProjectorRepository,
     private readonly ledger: LedgerService,
-  ) {}
+    @Inject(APP_CONFIG) config: AppConfig,
+  ) {
+    this.enabled = config.env.QUERY_PROJECTOR;
+  }
 
   onApplicationBootstrap(): void {
+    if (!this.enabled) return;
     this.ledger.onAppended((tenant) => this.wake(tenant));
     this.timer = setInterval(() => void this.poll(), POLL_MS);
     this.timer.unref();
@@ -60,7 +76,7 @@ export class ProjectorService implements OnApplicationBootstrap, OnModuleDestroy
 
   /** Projects the tenant's new entries soon (coalesced: one walk at a time per tenant). */
   wake(tenant: string): void {
-    if (this.stopped) return;
+    if (this.stopped || !this.enabled) return;
     if (this.running.has(tenant)) {
       this.again.add(tenant);
       return;
@@ -89,7 +105,7 @@ export class ProjectorService implements OnApplicationBootstrap, OnModuleDestroy
     let seq = this.known.get(tenant) ?? 0;
     if (seq >= head) return seq;
     seq = await this.cursor(tenant);
-    if (seq >= head || head - seq > maxLag) return seq;
+    if (seq >= head || head - seq > maxLag || !this.enabled) return seq;
     const deadline = Date.now() + SYNC_CATCH_UP_TIMEOUT_MS;
     while (seq < head && !this.stopped && Date.now() < deadline) {
       this.wake(tenant);
