@@ -1,5 +1,5 @@
+import { hash } from 'node:crypto';
 import { sha256 } from './hash';
-import { b64u } from './encoding';
 import type { TraceEvent } from './event';
 
 /**
@@ -79,27 +79,34 @@ export function recordJcs(r: LedgerRecord): string {
   );
 }
 
-const LEAF_PREFIX = Buffer.from([0x00]);
+// The hashes below run several times per ingested event: one-shot `crypto.hash` (no Hash object per call) is
+// about twice as fast as createHash().update().digest() on these short inputs.
 
-/** RFC 9162 leaf hash of a record's JCS text. */
+/** RFC 9162 leaf hash of a record's JCS text: SHA-256(0x00 || UTF-8(text)); U+0000 is the one byte 0x00. */
 export function leafHash(recordText: string): Buffer {
-  return sha256(LEAF_PREFIX, recordText);
+  return hash('sha256', '\u0000' + recordText, 'buffer');
 }
 
 export function genesisChainHash(tenant: string): Buffer {
   return sha256(`agent-ledger:v1:${tenant}`);
 }
 
+/** prev || leaf, reused: nextChainHash is synchronous. */
+const CHAIN_INPUT = Buffer.alloc(64);
+
 export function nextChainHash(prev: Uint8Array, leaf: Uint8Array): Buffer {
-  return sha256(prev, leaf);
+  if (prev.length !== 32 || leaf.length !== 32) return sha256(prev, leaf);
+  CHAIN_INPUT.set(prev, 0);
+  CHAIN_INPUT.set(leaf, 32);
+  return hash('sha256', CHAIN_INPUT, 'buffer');
 }
 
 /** digest = b64u(H(JCS(event))) given the event's JCS text. */
 export function eventDigest(eventJcs: string): string {
-  return b64u(sha256(eventJcs));
+  return hash('sha256', eventJcs, 'base64url');
 }
 
 /** batch = b64u(H(JWS compact string)). */
 export function batchId(jws: string): string {
-  return b64u(sha256(jws));
+  return hash('sha256', jws, 'base64url');
 }

@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { BATCH_ALGORITHMS, BATCH_JWS_TYP, compareDigests, readBatchHeader, verifyBatchSignature, type BatchAlgorithm } from '../core/batch';
-import { MAX_ATTRIBUTES_BYTES, MAX_EVENTS_PER_BATCH, traceEventSchema } from '../core/event';
+import { isWellFormedProducerEvent, MAX_ATTRIBUTES_BYTES, MAX_EVENTS_PER_BATCH, traceEventSchema, type TraceEvent } from '../core/event';
 import { jcs } from '../core/jcs';
 import { batchId, eventDigest } from '../core/record';
 import { ValidationError, type FieldError } from '../common/problem';
@@ -83,12 +83,17 @@ export function prepareEvents(events: unknown[]): PreparedEvent[] {
   const prepared: PreparedEvent[] = [];
   const seen = new Map<string, number>();
   events.forEach((raw, i) => {
-    const r = traceEventSchema.safeParse(raw);
-    if (!r.success) {
-      errors.push(...zodFieldErrors(r.error, `events[${i}]`));
-      return;
+    let event: TraceEvent;
+    if (isWellFormedProducerEvent(raw)) {
+      event = raw;
+    } else {
+      const r = traceEventSchema.safeParse(raw);
+      if (!r.success) {
+        errors.push(...zodFieldErrors(r.error, `events[${i}]`));
+        return;
+      }
+      event = r.data;
     }
-    const event = r.data;
     let body: string;
     try {
       body = jcs(event);
