@@ -17,8 +17,32 @@ export interface EventView {
   readonly cel: CelMap;
 }
 
+/** The CEL form is built on first use: most events are decided by the static filters and never need it. */
+class LazyView implements EventView {
+  readonly seq: number;
+  readonly type: string;
+  readonly timeMs: number;
+  private event: LedgerEventForPolicy | undefined;
+  private celMap: CelMap | undefined;
+
+  constructor(event: LedgerEventForPolicy) {
+    this.seq = event.seq;
+    this.type = event.type;
+    this.timeMs = Date.parse(event.time);
+    this.event = event;
+  }
+
+  get cel(): CelMap {
+    if (this.celMap === undefined) {
+      this.celMap = toCelEvent(this.event as LedgerEventForPolicy);
+      this.event = undefined;
+    }
+    return this.celMap;
+  }
+}
+
 export function viewOf(event: LedgerEventForPolicy): EventView {
-  return { seq: event.seq, type: event.type, timeMs: Date.parse(event.time), cel: toCelEvent(event) };
+  return new LazyView(event);
 }
 
 /** type, name and agent filters; an absent filter matches everything. */
