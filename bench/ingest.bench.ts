@@ -7,7 +7,7 @@ import { mintToken } from '../src/auth/token';
 import { newSpanId, newTraceId } from '../src/client/ledger-client';
 import { signBatch } from '../src/core/batch';
 import { producerKey, registerKey } from '../test/support/factories';
-import { BENCH_SECRET, median, percentile, realisticEvent, startBenchDb, startService, table } from './support';
+import { BENCH_SECRET, median, percentile, realisticEvent, startBenchDb, startService, table, topStatements } from './support';
 
 /**
  * npm run bench:ingest — signed batches of 500 over HTTP from 4 concurrent
@@ -160,6 +160,7 @@ async function main(): Promise<void> {
       for (const b of warm) await post(svc.url, writer, b);
       const bodies = await signedBodies(CLIENTS * BATCHES_PER_CLIENT, key, BATCH);
       const events = bodies.length * BATCH;
+      await topStatements(db, 1); // resets the counters (BENCH_PG_STATEMENTS=1 only)
       const cpu0 = cpuSeconds(svc.child.pid);
       const t0 = performance.now();
       let next = 0;
@@ -175,6 +176,11 @@ async function main(): Promise<void> {
 
       // The storage limit, measured on a quiet machine: the same rows, raw COPY, identically indexed tables, no triggers.
       settled.push(await settle(svc.child.pid));
+      const statements = await topStatements(db, events);
+      if (statements.length) {
+        console.log(`\nPostgreSQL statements of round ${tenant}, ingest and the workers' catch-up (µs per event, calls, statement):`);
+        console.log(table(statements));
+      }
       const owner = new Client({ connectionString: db.ownerUrl });
       await owner.connect();
       await owner.query(`DROP TABLE IF EXISTS raw_entries, raw_bodies`);

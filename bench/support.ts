@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { Client } from 'pg';
 import { exportJWK, generateKeyPair } from 'jose';
 import { newSpanId } from '../src/client/ledger-client';
 import type { TraceEvent } from '../src/core/event';
@@ -30,8 +31,16 @@ export async function startBenchDb(): Promise<BenchDb> {
     port: await freePort(),
     password: randomBytes(12).toString('hex'),
     persistent: false,
+    // BENCH_PG_STATEMENTS=1: pg_stat_statements, for `topStatements` (where PostgreSQL's time goes)
+    flags: process.env.BENCH_PG_STATEMENTS ? ['-c', 'shared_preload_libraries=pg_stat_statements', '-c', 'pg_stat_statements.track=all'] : [],
   });
   await migrate(db.ownerUrl, APP_PASSWORD);
+  if (process.env.BENCH_PG_STATEMENTS) {
+    const c = new Client({ connectionString: db.ownerUrl });
+    await c.connect();
+    await c.query('CREATE EXTENSION IF NOT EXISTS pg_stat_statements');
+    await c.end();
+  }
   return {
     ownerUrl: db.ownerUrl,
     appUrl: withCredentials(db.ownerUrl, 'agent_ledger_app', APP_PASSWORD),
@@ -132,4 +141,26 @@ export function realisticEvent(i: number, trace: string, root: string, agent: st
       note: 'customer asked about a late delivery and a partial refund for the damaged item',
     },
   };
+}
+
+/**
+ * With BENCH_PG_STATEMENTS=1: the statements that took most of PostgreSQL's
+ * time since the last reset (pg_stat_statements), as table rows of µs per
+ * `perUnits` (e.g. per ingested event); then resets the counters.
+ */
+export async function topStatements(db: BenchDb, perUnits: number, limit = 15): Promise<string[][]> {
+  if (!process.env.BENCH_PG_STATEMENTS) return [];
+  const c = new Client({ connectionString: db.ownerUrl });
+  await c.connect();
+  try {
+    const { rows } = await c.query<{ query: string; calls: string; total: number }>(
+      `SELECT regexp_replace(query, '\\s+', ' ', 'g') AS query, calls, total_exec_time AS total
+       FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT $1`,
+      [limit],
+    );
+    await c.query('SELECT pg_stat_statements_reset()');
+    return rows.map((r) => [((r.total * 1000) / perUnits).toFixed(1), r.calls, r.query.slice(0, 110)]);
+  } finally {
+    await c.end();
+  }
 }

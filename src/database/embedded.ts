@@ -21,6 +21,8 @@ export async function startEmbeddedPostgres(opts: {
   password: string;
   database?: string;
   persistent?: boolean;
+  /** Extra server settings, e.g. `['-c', 'shared_preload_libraries=pg_stat_statements']` (the benchmarks). */
+  flags?: string[];
   onLog?: (line: string) => void;
 }): Promise<EmbeddedDatabase> {
   const databaseDir = resolve(join(opts.dataDir, 'pg'));
@@ -34,7 +36,7 @@ export async function startEmbeddedPostgres(opts: {
     password: opts.password,
     persistent: opts.persistent ?? true,
     createPostgresUser: true,
-    postgresFlags: ['-c', 'listen_addresses=127.0.0.1'],
+    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', ...(opts.flags ?? [])],
     onLog: opts.onLog ?? (() => undefined),
     onError: (e: unknown) => opts.onLog?.(String(e)),
   });
