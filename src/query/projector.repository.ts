@@ -194,19 +194,20 @@ export class ProjectorRepository {
     //    the tools report's per-day rollup follows both
     const before = await this.completeToolCalls(tx, tenant, from, to);
     await this.rollUpToolCalls(tx, tenant, from, to, before);
-    // 4. the loops report's rollup: each (run, tool, args) group this page added a call to, recomputed from all
-    //    its calls (index tool_calls_repeats), kept once it has two or more
+    // 4. the loops report's rollup: this page's calls added to their (run, tool, args) group's row, through its
+    //    primary key (every group has a row, also with one call: no recount, no plan to get wrong)
     await tx.query(
       `INSERT INTO tool_call_repeats AS r (tenant_id, trace_id, tool, args_digest, calls, first_seq, last_seq, first_time,
                                            last_time, agents)
-       SELECT $1, t.trace_id, t.tool, t.args_digest, count(*), min(t.seq), max(t.seq), min(t.event_time), max(t.event_time),
-              array_agg(DISTINCT t.agent COLLATE "C" ORDER BY t.agent COLLATE "C")
-       FROM (SELECT DISTINCT trace_id, tool, args_digest FROM tool_calls WHERE tenant_id = $1 AND seq > $2 AND seq <= $3) g
-       JOIN tool_calls t ON t.tenant_id = $1 AND t.trace_id = g.trace_id AND t.tool = g.tool AND t.args_digest = g.args_digest
-       GROUP BY t.trace_id, t.tool, t.args_digest HAVING count(*) >= 2
+       SELECT $1, trace_id, tool, args_digest, count(*), min(seq), max(seq), min(event_time), max(event_time),
+              array_agg(DISTINCT agent COLLATE "C" ORDER BY agent COLLATE "C")
+       FROM tool_calls WHERE tenant_id = $1 AND seq > $2 AND seq <= $3
+       GROUP BY trace_id, tool, args_digest
        ON CONFLICT (tenant_id, trace_id, tool, args_digest) DO UPDATE SET
-         calls = excluded.calls, first_seq = excluded.first_seq, last_seq = excluded.last_seq,
-         first_time = excluded.first_time, last_time = excluded.last_time, agents = excluded.agents`,
+         calls = r.calls + excluded.calls,
+         first_seq = LEAST(r.first_seq, excluded.first_seq), last_seq = GREATEST(r.last_seq, excluded.last_seq),
+         first_time = LEAST(r.first_time, excluded.first_time), last_time = GREATEST(r.last_time, excluded.last_time),
+         agents = ARRAY(SELECT DISTINCT x COLLATE "C" FROM unnest(r.agents || excluded.agents) x ORDER BY 1)`,
       range,
     );
     // 5. run summaries: this page's producer events and violation entries, merged into each run's row

@@ -190,8 +190,8 @@ export class QueryRepository {
 
   /**
    * Same tool, identical args, min_repeats times or more in one run. The
-   * candidates are the rollup's groups (tool_call_repeats: every group with
-   * two or more calls, index tool_call_repeats_calls); a group whose calls
+   * candidates are the rollup's groups with two or more calls
+   * (tool_call_repeats, which holds every group; index tool_call_repeats_calls); a group whose calls
    * all fall inside the agent and time filter is taken as it is, one the
    * filter cuts is recounted from its calls (index tool_calls_repeats).
    */
