@@ -35,6 +35,8 @@ const PAGES_AHEAD = 2;
 const STREAM_HIGH_WATER = 6 * 1024 * 1024;
 /** Recently written batch ids, to skip repeats (batches are contiguous, so repeats are rare). */
 const RECENT_BATCHES = 10_000;
+/** Batch JWSs read per query (a JWS of 1000 events is about 45 KB). */
+const BATCH_JWS_CHUNK = 16;
 
 export interface OpenedExport {
   filename: string;
@@ -54,6 +56,12 @@ export interface OpenedExport {
 @Injectable()
 export class ExportService {
   private readonly logger = new Logger(ExportService.name);
+  /**
+   * Distinct batch ids the entries pass keeps for the batches section (about
+   * 100 bytes each); an export naming more lists them in a second pass over
+   * the entries instead. (A test lowers it to take the second pass.)
+   */
+  batchIdsKept = 50_000;
 
   constructor(
     private readonly repo: ExportRepository,
@@ -92,6 +100,8 @@ export class ExportService {
     //    run PAGES_AHEAD pages ahead; each page's proof nodes are read as soon as its rows are in,
     //    while the page before it is written.
     const kids = new Set<string>();
+    /** The batch ids named so far, in order of first appearance (undefined once past batchIdsKept). */
+    let batchIds: Set<string> | undefined = new Set<string>();
     const proofBatch = new ProofBatch(cp.size);
     const adaptive = !('trace_id' in filter || 'session_id' in filter);
     const pages = pager((after, upTo) => this.repo.page(tenant, filter, after, upTo, PAGE), bounds, PAGE, adaptive, PAGES_AHEAD);
@@ -109,6 +119,10 @@ export class ExportService {
         const r = rows[i];
         items[i] = w.entryJson(r.seq, r.leaf_hash, r.record_json, r.body_json, r.body_digest, proofs[i]);
         if (r.kid !== LEDGER_KID) kids.add(r.kid);
+        if (batchIds && !batchIds.has(r.batch)) {
+          if (batchIds.size < this.batchIdsKept) batchIds.add(r.batch);
+          else batchIds = undefined;
+        }
       }
       yield items.join('');
     }
@@ -116,7 +130,8 @@ export class ExportService {
     // 2. The producer keys those entries name, each with its registration entry.
     const producerKeys = await this.producerKeys(tenant, kids, proofBatch);
 
-    // 3. Batches: a second pass over the matching entries, then the registrations' batches.
+    // 3. Batches: those the entries named (kept by the first pass, or listed by a second one), then the
+    //    registrations' batches.
     const pending = new Set(producerKeys.map((k) => (JSON.parse(k.registration.record) as { batch: string }).batch));
     const recent = new Set<string>();
     const writeBatches = async (ids: string[]): Promise<string> => {
@@ -133,10 +148,19 @@ export class ExportService {
       }
       return out;
     };
-    const batchPages = pager((after, upTo) => this.repo.batchPage(tenant, filter, after, upTo, PAGE), bounds, PAGE, adaptive);
-    for (let rows = await batchPages.next(); rows.length; rows = await batchPages.next()) {
-      const out = await writeBatches(rows.map((r) => r.batch));
-      if (out) yield out;
+    if (batchIds) {
+      const ids = [...batchIds];
+      batchIds = undefined;
+      for (let i = 0; i < ids.length; i += BATCH_JWS_CHUNK) {
+        const out = await writeBatches(ids.slice(i, i + BATCH_JWS_CHUNK));
+        if (out) yield out;
+      }
+    } else {
+      const batchPages = pager((after, upTo) => this.repo.batchPage(tenant, filter, after, upTo, PAGE), bounds, PAGE, adaptive);
+      for (let rows = await batchPages.next(); rows.length; rows = await batchPages.next()) {
+        const out = await writeBatches(rows.map((r) => r.batch));
+        if (out) yield out;
+      }
     }
     yield await writeBatches([...pending]);
     let keysText = '';

@@ -65,6 +65,23 @@ class GiveUp extends Error {}
 const lockKey = (tenant: string) => `agent-ledger:${tenant}`;
 
 /**
+ * The SQL of `nodeHexRanges` (exported for a test's EXPLAIN): $1 tenant,
+ * $2/$3 leaf index ranges (from, to), $4/$5/$6 inner node ranges (level,
+ * from, to).
+ */
+export const NODE_RANGES_SQL = `SELECT 0::smallint AS level, l.seq - 1 AS idx, encode(l.leaf_hash, 'hex') AS hash
+       FROM unnest($2::bigint[], $3::bigint[]) AS want(lo, hi)
+       CROSS JOIN LATERAL (SELECT e.seq, e.leaf_hash FROM ledger_entries e
+                           WHERE e.tenant_id = $1 AND e.seq BETWEEN want.lo + 1 AND want.hi + 1
+                           ORDER BY e.seq LIMIT want.hi - want.lo + 1) l
+       UNION ALL
+       SELECT want.level, n.idx, encode(n.hash, 'hex')
+       FROM unnest($4::smallint[], $5::bigint[], $6::bigint[]) AS want(level, lo, hi)
+       CROSS JOIN LATERAL (SELECT m.idx, m.hash FROM merkle_nodes m
+                           WHERE m.tenant_id = $1 AND m.level = want.level AND m.idx BETWEEN want.lo AND want.hi
+                           ORDER BY m.idx LIMIT want.hi - want.lo + 1) n`;
+
+/**
  * The only code that writes the ledger tables. Appends run in one transaction
  * per group under a per-tenant advisory lock, so two service processes on one
  * database still assign gap-free seqs and one chain.
@@ -380,20 +397,14 @@ export class LedgerRepository {
     if (!ranges.length) return out;
     const leaves = ranges.filter((r) => r.level === 0);
     const inner = ranges.filter((r) => r.level > 0);
-    const rows: { level: number; idx: string; hash: string }[] = await this.ds.query(
-      `SELECT 0::smallint AS level, l.seq - 1 AS idx, encode(l.leaf_hash, 'hex') AS hash
-       FROM unnest($2::bigint[], $3::bigint[]) AS want(lo, hi)
-       CROSS JOIN LATERAL (SELECT e.seq, e.leaf_hash FROM ledger_entries e
-                           WHERE e.tenant_id = $1 AND e.seq BETWEEN want.lo + 1 AND want.hi + 1
-                           ORDER BY e.seq LIMIT want.hi - want.lo + 1) l
-       UNION ALL
-       SELECT want.level, n.idx, encode(n.hash, 'hex')
-       FROM unnest($4::smallint[], $5::bigint[], $6::bigint[]) AS want(level, lo, hi)
-       CROSS JOIN LATERAL (SELECT m.idx, m.hash FROM merkle_nodes m
-                           WHERE m.tenant_id = $1 AND m.level = want.level AND m.idx BETWEEN want.lo AND want.hi
-                           ORDER BY m.idx LIMIT want.hi - want.lo + 1) n`,
-      [tenant, leaves.map((r) => r.from), leaves.map((r) => r.to), inner.map((r) => r.level), inner.map((r) => r.from), inner.map((r) => r.to)],
-    );
+    const rows: { level: number; idx: string; hash: string }[] = await this.ds.query(NODE_RANGES_SQL, [
+      tenant,
+      leaves.map((r) => r.from),
+      leaves.map((r) => r.to),
+      inner.map((r) => r.level),
+      inner.map((r) => r.from),
+      inner.map((r) => r.to),
+    ]);
     for (const r of rows) out.set(nodeNumber(r.level, Number(r.idx)), r.hash);
     return out;
   }

@@ -3,6 +3,8 @@ import { after, before, describe, test } from 'node:test';
 import type { JWK } from 'jose';
 import { entryJcs, type EvidenceBundle } from '../../src/core/bundle';
 import { verifyBundle } from '../../src/core/bundle-verifier';
+import { ExportService } from '../../src/export/export.service';
+import { NODE_RANGES_SQL } from '../../src/ledger/ledger.repository';
 import type { TraceEvent } from '../../src/core/event';
 import { startTestApp, type TestApp } from '../support/app';
 import { asSuperuser } from '../support/db';
@@ -98,4 +100,31 @@ describe('evidence export across pages', () => {
       assert.deepEqual(r.erased.map((x) => x.entry).sort((x, y) => x - y), erased.filter((s) => b.entries.some((e) => e.seq === s)));
     });
   }
+
+  test('batches listed by a second pass over the entries (an export naming many batches) are the ones the first pass keeps', async () => {
+    const filter = { from: '2026-11-25T10:00:00.000Z', to: '2026-11-25T10:00:05.000Z' };
+    const kept = (await exportBundle(filter)).body;
+    const service = t.app.get(ExportService);
+    const limit = service.batchIdsKept;
+    service.batchIdsKept = 2;
+    try {
+      const listed = (await exportBundle(filter)).body;
+      assert.ok(kept.batches.length > 2, 'more batches than kept');
+      assert.deepEqual(listed.batches, kept.batches);
+      assert.deepEqual((await verifyBundle(listed, jwks.keys[0])).failures, []);
+    } finally {
+      service.batchIdsKept = limit;
+    }
+  });
+
+  test('the node range read walks the primary keys (EXPLAIN on this fresh database), never a scan of the tenant', async () => {
+    const plan = await asSuperuser(t.db, async (db) =>
+      (await db.query<{ 'QUERY PLAN': string }>(`EXPLAIN ${NODE_RANGES_SQL}`, [A, [999, 2000], [999, 2001], [1, 2, 3], [400, 0, 0], [520, 200, 130]])).rows
+        .map((r) => r['QUERY PLAN'])
+        .join('\n'),
+    );
+    assert.match(plan, /Index (Only )?Scan using merkle_nodes_pkey/, plan);
+    assert.match(plan, /Index (Only )?Scan using ledger_entries_pkey/, plan);
+    assert.doesNotMatch(plan, /Seq Scan on (merkle_nodes|ledger_entries)|Hash Join/, plan);
+  });
 });
