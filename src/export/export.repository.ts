@@ -79,12 +79,27 @@ export class ExportRepository {
    * agent or event_time) read without sorting.
    */
   async bounds(tenant: string, filter: ExportFilter, maxSeq: number): Promise<{ first: number; last: number } | undefined> {
-    const w = this.where(tenant, filter, maxSeq, 0, false);
-    const [row]: { first: string | null; last: string | null }[] = await this.ds.query(
-      `SELECT min(e.seq) AS first, max(e.seq) AS last FROM ledger_entries e WHERE ${w.sql}`,
-      w.params,
-    );
+    const q = this.boundsQuery(tenant, filter, maxSeq);
+    const [row]: { first: string | null; last: string | null }[] = await this.ds.query(q.sql, q.params);
     return row.first === null || row.last === null ? undefined : { first: Number(row.first), last: Number(row.last) };
+  }
+
+  /**
+   * The statement of `bounds()` (public for a test's EXPLAIN). With a time
+   * range, the matching seqs are aggregated behind an `OFFSET 0` fence: left
+   * to itself PostgreSQL answers max(seq) by walking the primary key backward
+   * from the checkpoint's size until an entry falls in the range, which reads
+   * all the later entries (990k rows, 0.5 s, for the first 10k entries of a
+   * 1M ledger). Fenced, it reads the matching entries by ledger_entries_time
+   * (or the agent's index), in proportion to the export.
+   */
+  boundsQuery(tenant: string, filter: ExportFilter, maxSeq: number): { sql: string; params: unknown[] } {
+    const w = this.where(tenant, filter, maxSeq, 0, false);
+    const timed = !('trace_id' in filter) && !('session_id' in filter) && (filter.from !== undefined || filter.to !== undefined);
+    const sql = timed
+      ? `SELECT min(m.seq) AS first, max(m.seq) AS last FROM (SELECT e.seq FROM ledger_entries e WHERE ${w.sql} OFFSET 0) m`
+      : `SELECT min(e.seq) AS first, max(e.seq) AS last FROM ledger_entries e WHERE ${w.sql}`;
+    return { sql, params: w.params };
   }
 
   /**

@@ -3,6 +3,7 @@ import { after, before, describe, test } from 'node:test';
 import type { JWK } from 'jose';
 import { entryJcs, type EvidenceBundle } from '../../src/core/bundle';
 import { verifyBundle } from '../../src/core/bundle-verifier';
+import { ExportRepository } from '../../src/export/export.repository';
 import { ExportService } from '../../src/export/export.service';
 import { NODE_RANGES_SQL } from '../../src/ledger/ledger.repository';
 import type { TraceEvent } from '../../src/core/event';
@@ -126,5 +127,20 @@ describe('evidence export across pages', () => {
     assert.match(plan, /Index (Only )?Scan using merkle_nodes_pkey/, plan);
     assert.match(plan, /Index (Only )?Scan using ledger_entries_pkey/, plan);
     assert.doesNotMatch(plan, /Seq Scan on (merkle_nodes|ledger_entries)|Hash Join/, plan);
+  });
+
+  test('the bounds of a time range aggregate the matching entries, never a backward walk of the ledger from its end', async () => {
+    const repo = t.app.get(ExportRepository);
+    // with statistics, as a ledger has once autovacuum ran: the planner then estimates the backward walk as cheap
+    await asSuperuser(t.db, (db) => db.query('ANALYZE ledger_entries'));
+    const explain = (q: { sql: string; params: unknown[] }) =>
+      asSuperuser(t.db, async (db) => (await db.query<{ 'QUERY PLAN': string }>(`EXPLAIN ${q.sql}`, q.params)).rows.map((r) => r['QUERY PLAN']).join('\n'));
+    for (const filter of [{ from: '2026-11-25T10:00:00.000Z', to: '2026-11-25T10:00:01.000Z' }, { agent: 'sparse-agent', to: '2026-11-25T10:00:01.000Z' }]) {
+      const plan = await explain(repo.boundsQuery(A, filter, 1_000_000));
+      assert.doesNotMatch(plan, /Backward|InitPlan/, plan);
+      const q = repo.boundsQuery(A, filter, 1_000_000);
+      const [row] = (await asSuperuser(t.db, (db) => db.query<{ first: string; last: string }>(q.sql, q.params))).rows;
+      assert.deepEqual([Number(row.first), Number(row.last)], [2, 1001], 'events 0..999 (seqs 2..1001), the first and last in both');
+    }
   });
 });
