@@ -128,7 +128,11 @@ async function exportAndVerify(db: BenchDb): Promise<void> {
       const pid = svc.child.pid!;
       const before = rssKiB(pid);
       let peak = before;
-      const sampler = setInterval(() => (peak = Math.max(peak, rssKiB(pid))), 20);
+      const samples: number[] = [];
+      const sampler = setInterval(() => {
+        samples.push(rssKiB(pid));
+        peak = Math.max(peak, samples[samples.length - 1]);
+      }, 20);
       const cpu0 = cpuSeconds(pid);
       const t = performance.now();
       // curl writes the stream to disk natively: the client is not what is measured
@@ -146,7 +150,9 @@ async function exportAndVerify(db: BenchDb): Promise<void> {
       clearInterval(sampler);
       peak = Math.max(peak, rssKiB(pid));
       const cpu = (k: 'service' | 'postgres' | 'other') => (((cpu1[k] - cpu0[k]) * 1e6) / count).toFixed(0);
-      return { seconds, before, peak, bytes: statSync(file).size, cpu: `${cpu('service')} / ${cpu('postgres')} / ${cpu('other')}` };
+      // flat memory: the peak is reached early and not passed later (RSS over each quarter of the export)
+      const quarters = [0, 1, 2, 3].map((q) => Math.max(before, ...samples.slice(Math.floor((q * samples.length) / 4), Math.floor(((q + 1) * samples.length) / 4))));
+      return { seconds, before, peak, quarters, bytes: statSync(file).size, cpu: `${cpu('service')} / ${cpu('postgres')} / ${cpu('other')}` };
     };
     const smallFile = join(dir, 'small.json');
     const bigFile = join(dir, 'big.json');
@@ -179,6 +185,7 @@ async function exportAndVerify(db: BenchDb): Promise<void> {
       ]);
     }
 
+    rows.push([`service RSS peak per quarter of the ${ENTRIES} export`, `${mib(Math.max(...big.quarters))} MiB`, big.quarters.map((k) => `${mib(k)}`).join(' / ') + ' MiB']);
     rows.push([`CPU µs/entry of the ${ENTRIES} export: service / PostgreSQL / curl`, big.cpu, `${(big.seconds * 1e6 / ENTRIES).toFixed(0)} µs/entry of wall time, 2 cores`]);
     rows.push(['raw keyset read of the same rows (record, body)', `${(read / readS).toFixed(0)} entries/s`, `${readS.toFixed(2)} s; export / raw read ${((ENTRIES / big.seconds / (read / readS)) * 100).toFixed(0)} %`]);
 
