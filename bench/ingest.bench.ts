@@ -2,12 +2,11 @@ import { Client } from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
-import { readdirSync, readFileSync } from 'node:fs';
 import { mintToken } from '../src/auth/token';
 import { newSpanId, newTraceId } from '../src/client/ledger-client';
 import { signBatch } from '../src/core/batch';
 import { producerKey, registerKey } from '../test/support/factories';
-import { BENCH_SECRET, median, percentile, realisticEvent, startBenchDb, startService, table, topStatements } from './support';
+import { BENCH_SECRET, cpuSeconds, median, percentile, realisticEvent, startBenchDb, startService, table, topStatements } from './support';
 
 /**
  * npm run bench:ingest — signed batches of 500 over HTTP from 4 concurrent
@@ -82,38 +81,6 @@ async function rawCopy(ownerUrl: string, tables: { name: string; lines: string[]
   const seconds = (performance.now() - t0) / 1000;
   await Promise.all(clients.map((c) => c.end()));
   return seconds;
-}
-
-/** CPU seconds (user + system) so far of this process, the service and the PostgreSQL processes (Linux /proc). */
-function cpuSeconds(servicePid: number | undefined): { bench: number; service: number; postgres: number } {
-  const out = { bench: 0, service: 0, postgres: 0 };
-  const procs = new Map<number, { ppid: number; comm: string; cpu: number }>();
-  try {
-    for (const d of readdirSync('/proc')) {
-      if (!/^\d+$/.test(d)) continue;
-      try {
-        const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
-        const close = stat.lastIndexOf(')');
-        const comm = stat.slice(stat.indexOf('(') + 1, close);
-        const f = stat.slice(close + 2).split(' ');
-        procs.set(Number(d), { ppid: Number(f[1]), comm, cpu: (Number(f[11]) + Number(f[12])) / 100 });
-      } catch {
-        /* the process ended */
-      }
-    }
-  } catch {
-    return out;
-  }
-  const descends = (pid: number, root: number): boolean => {
-    for (let p = pid, i = 0; p > 1 && i < 10; i++, p = procs.get(p)?.ppid ?? 0) if (p === root) return true;
-    return false;
-  };
-  for (const [pid, p] of procs) {
-    if (pid === process.pid) out.bench += p.cpu;
-    else if (pid === servicePid) out.service += p.cpu;
-    else if (p.comm === 'postgres' && descends(pid, process.pid)) out.postgres += p.cpu;
-  }
-  return out;
 }
 
 /**

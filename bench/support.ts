@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { rmSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Client } from 'pg';
 import { exportJWK, generateKeyPair } from 'jose';
@@ -163,4 +163,43 @@ export async function topStatements(db: BenchDb, perUnits: number, limit = 15): 
   } finally {
     await c.end();
   }
+}
+
+/**
+ * CPU seconds (user + system) so far of this process, the service, the
+ * PostgreSQL processes and this process's other descendants, running or
+ * ended (a client such as curl) (Linux /proc).
+ */
+export function cpuSeconds(servicePid: number | undefined): { bench: number; service: number; postgres: number; other: number } {
+  const out = { bench: 0, service: 0, postgres: 0, other: 0 };
+  const procs = new Map<number, { ppid: number; comm: string; cpu: number; ended: number }>();
+  try {
+    for (const d of readdirSync('/proc')) {
+      if (!/^\d+$/.test(d)) continue;
+      try {
+        const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+        const close = stat.lastIndexOf(')');
+        const comm = stat.slice(stat.indexOf('(') + 1, close);
+        const f = stat.slice(close + 2).split(' ');
+        procs.set(Number(d), { ppid: Number(f[1]), comm, cpu: (Number(f[11]) + Number(f[12])) / 100, ended: (Number(f[13]) + Number(f[14])) / 100 });
+      } catch {
+        /* the process ended */
+      }
+    }
+  } catch {
+    return out;
+  }
+  const descends = (pid: number, root: number): boolean => {
+    for (let p = pid, i = 0; p > 1 && i < 10; i++, p = procs.get(p)?.ppid ?? 0) if (p === root) return true;
+    return false;
+  };
+  for (const [pid, p] of procs) {
+    if (pid === process.pid) {
+      out.bench += p.cpu;
+      out.other += p.ended; // children that ended and were waited for
+    } else if (pid === servicePid) out.service += p.cpu;
+    else if (p.comm === 'postgres' && descends(pid, process.pid)) out.postgres += p.cpu;
+    else if (descends(pid, process.pid)) out.other += p.cpu;
+  }
+  return out;
 }

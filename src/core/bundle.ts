@@ -229,18 +229,19 @@ export class BundleWriter {
   }
 
   /**
-   * The same item as `entry()` from its parts, for the export's hot loop:
-   * the leaf hash as stored (hex) and the proof already as JSON array text
-   * (`["<hex>",…]`, the elements' text shared between the entries of a page).
+   * The same item as `entry()` from its parts as JSON text, for the export's
+   * hot loop: record and body as JSON string literals (`null` for an erased
+   * body), the leaf hash as stored (hex), the body digest b64u(H(body)) of
+   * those same body bytes (null when erased), the proof as JSON array text
+   * (`["<hex>",…]`). The export reads the JSON text and the digest from the
+   * same row, so the writer neither escapes nor hashes the bodies.
    */
-  entryText(seq: number, record: string, body: string | null, leafHashHex: string, proofJson: string): string {
+  entryJson(seq: number, leafHashHex: string, recordJson: string, bodyJson: string, bodyDigest: string | null, proofJson: string): string {
     this.expect('entries');
+    if ((bodyDigest === null) !== (bodyJson === 'null')) throw new Error(`entry ${seq}: a body digest goes with a body, and only with one`);
     this.entryCount++;
-    this.digest.addEntry(seq, leafHashHex, body === null ? null : bodyDigest(body));
-    return this.item(
-      `{"body":${body === null ? 'null' : JSON.stringify(body)},"inclusion_proof":${proofJson},` +
-        `"leaf_hash":"${leafHashHex}","record":${JSON.stringify(record)},"seq":${seq}}`,
-    );
+    this.digest.addEntry(seq, leafHashHex, bodyDigest);
+    return this.item(`{"body":${bodyJson},"inclusion_proof":${proofJson},"leaf_hash":"${leafHashHex}","record":${recordJson},"seq":${seq}}`);
   }
 
   batch(b: BundleBatch): string {

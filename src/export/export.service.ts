@@ -5,30 +5,38 @@ import {
   BUNDLE_FORMAT,
   BundleWriter,
   bundleDigest,
-  bundleEntry,
   signManifest,
   type BundleManifest,
   type BundleProducerKey,
   type ExportFilter,
 } from '../core/bundle';
-import { nodeKey, type NodeRef } from '../core/merkle';
-import { key as nodeNumber, ProofBatch } from '../core/proof-batch';
-import { LEDGER_KID } from '../core/record';
+import { toHex } from '../core/encoding';
+import { nodeNumber, nodeRanges, ProofBatch } from '../core/proof-batch';
+import { LEDGER_KID, leafHash } from '../core/record';
 import { KeysService } from '../keys/keys.service';
 import { CheckpointService, type SignedCheckpoint } from '../ledger/checkpoint.service';
 import { LedgerService } from '../ledger/ledger.service';
 import type { AppConfig } from '../runtime/runtime';
 import { APP_CONFIG } from '../runtime/tokens';
 import { ExportError } from './export.errors';
-import { ExportRepository, type ExportRow } from './export.repository';
+import { ExportRepository, type ExportPageRow, type ExportRow } from './export.repository';
 import { pager } from './pager';
 
 /** Entries read (and proven) per query: bounds the memory of one export. */
 const PAGE = 1000;
-/** Bytes the response stream buffers before it stops reading the ledger (backpressure). */
-const STREAM_HIGH_WATER = 256 * 1024;
+/** Pages of entries read ahead of the one being written (each about 2.5 MB of text once written). */
+const PAGES_AHEAD = 2;
+/**
+ * Bytes the response stream buffers before it stops reading the ledger
+ * (backpressure): about two pages of entries, so that the next page is
+ * written while the client still reads the ones before it, rather than the
+ * service and the client taking turns.
+ */
+const STREAM_HIGH_WATER = 6 * 1024 * 1024;
 /** Recently written batch ids, to skip repeats (batches are contiguous, so repeats are rare). */
 const RECENT_BATCHES = 10_000;
+/** Batch JWSs read per query (a JWS of 1000 events is about 45 KB). */
+const BATCH_JWS_CHUNK = 16;
 
 export interface OpenedExport {
   filename: string;
@@ -48,6 +56,12 @@ export interface OpenedExport {
 @Injectable()
 export class ExportService {
   private readonly logger = new Logger(ExportService.name);
+  /**
+   * Distinct batch ids the entries pass keeps for the batches section (about
+   * 100 bytes each); an export naming more lists them in a second pass over
+   * the entries instead. (A test lowers it to take the second pass.)
+   */
+  batchIdsKept = 50_000;
 
   constructor(
     private readonly repo: ExportRepository,
@@ -82,34 +96,42 @@ export class ExportService {
     const w = new BundleWriter();
     yield w.start(cp.note);
 
-    // 1. Entries, page by page, each with its inclusion proof to the checkpoint. The page after
-    //    this one, and its proof nodes, are read while this one is written.
+    // 1. Entries, page by page, each with its inclusion proof to the checkpoint. The keyset reads
+    //    run PAGES_AHEAD pages ahead; each page's proof nodes are read as soon as its rows are in,
+    //    while the page before it is written.
     const kids = new Set<string>();
+    /** The batch ids named so far, in order of first appearance (undefined once past batchIdsKept). */
+    let batchIds: Set<string> | undefined = new Set<string>();
     const proofBatch = new ProofBatch(cp.size);
     const adaptive = !('trace_id' in filter || 'session_id' in filter);
-    const pages = pager(
-      async (after, upTo) => {
-        const rows = await this.repo.page(tenant, filter, after, upTo, PAGE);
-        const proofs = await this.proofTexts(tenant, rows.map((r) => r.seq), proofBatch);
-        return rows.map((r) => ({ ...r, proof: proofs.get(r.seq)! }));
-      },
-      bounds,
-      PAGE,
-      adaptive,
-    );
-    for (let rows = await pages.next(); rows.length; rows = await pages.next()) {
-      let out = '';
-      for (const r of rows) {
-        out += w.entryText(r.seq, r.record, r.body, r.leaf_hash, r.proof);
+    const pages = pager((after, upTo) => this.repo.page(tenant, filter, after, upTo, PAGE), bounds, PAGE, adaptive, PAGES_AHEAD);
+    const proven = () => {
+      const p = pages.next().then(async (rows) => ({ rows, proofs: await this.pageProofs(tenant, rows, proofBatch) }));
+      p.catch(() => undefined); // awaited below; a client gone away must not make it unhandled
+      return p;
+    };
+    for (let next = proven(); ; ) {
+      const { rows, proofs } = await next;
+      if (!rows.length) break;
+      next = proven();
+      const items = new Array<string>(rows.length);
+      for (let i = 0; i < rows.length; i++) {
+        const r = rows[i];
+        items[i] = w.entryJson(r.seq, r.leaf_hash, r.record_json, r.body_json, r.body_digest, proofs[i]);
         if (r.kid !== LEDGER_KID) kids.add(r.kid);
+        if (batchIds && !batchIds.has(r.batch)) {
+          if (batchIds.size < this.batchIdsKept) batchIds.add(r.batch);
+          else batchIds = undefined;
+        }
       }
-      yield out;
+      yield items.join('');
     }
 
     // 2. The producer keys those entries name, each with its registration entry.
     const producerKeys = await this.producerKeys(tenant, kids, proofBatch);
 
-    // 3. Batches: a second pass over the matching entries, then the registrations' batches.
+    // 3. Batches: those the entries named (kept by the first pass, or listed by a second one), then the
+    //    registrations' batches.
     const pending = new Set(producerKeys.map((k) => (JSON.parse(k.registration.record) as { batch: string }).batch));
     const recent = new Set<string>();
     const writeBatches = async (ids: string[]): Promise<string> => {
@@ -126,10 +148,19 @@ export class ExportService {
       }
       return out;
     };
-    const batchPages = pager((after, upTo) => this.repo.batchPage(tenant, filter, after, upTo, PAGE), bounds, PAGE, adaptive);
-    for (let rows = await batchPages.next(); rows.length; rows = await batchPages.next()) {
-      const out = await writeBatches(rows.map((r) => r.batch));
-      if (out) yield out;
+    if (batchIds) {
+      const ids = [...batchIds];
+      batchIds = undefined;
+      for (let i = 0; i < ids.length; i += BATCH_JWS_CHUNK) {
+        const out = await writeBatches(ids.slice(i, i + BATCH_JWS_CHUNK));
+        if (out) yield out;
+      }
+    } else {
+      const batchPages = pager((after, upTo) => this.repo.batchPage(tenant, filter, after, upTo, PAGE), bounds, PAGE, adaptive);
+      for (let rows = await batchPages.next(); rows.length; rows = await batchPages.next()) {
+        const out = await writeBatches(rows.map((r) => r.batch));
+        if (out) yield out;
+      }
     }
     yield await writeBatches([...pending]);
     let keysText = '';
@@ -166,31 +197,28 @@ export class ExportService {
     yield w.finish(manifest, signature);
   }
 
-  /** Inclusion proofs of `seqs` in the tree of `size`: one node lookup for the whole page. */
-  private async proofs(tenant: string, seqs: number[], batch: ProofBatch): Promise<Map<number, Buffer[]>> {
-    const refs = batch.refs(seqs.map((s) => s - 1));
-    const found = await this.ledger.nodes(tenant, refs);
-    const nodes = new Map<number, Buffer>(refs.map((r) => [nodeNumber(r.level, r.index), found.get(nodeKey(r))!]));
-    const lookup = (r: NodeRef) => nodes.get(nodeNumber(r.level, r.index))!;
-    return new Map(seqs.map((seq) => [seq, batch.proof(seq - 1, lookup)]));
+  /**
+   * The inclusion proofs of a page's entries (JSON array text, in row order)
+   * from one read of stored nodes by range. The page's own leaf hashes are
+   * the leaf siblings inside the page; only the others are read.
+   */
+  private async pageProofs(tenant: string, rows: readonly ExportPageRow[], batch: ProofBatch): Promise<string[]> {
+    if (!rows.length) return [];
+    const own = new Map<number, string>();
+    for (const r of rows) own.set(r.seq - 1, r.leaf_hash);
+    return this.proofTexts(tenant, rows.map((r) => r.seq), batch, own);
   }
 
-  /**
-   * The same proofs as JSON array text. Neighbouring entries share most of
-   * their path, and ProofBatch hands out the same Buffer for the same node,
-   * so each node is turned into quoted hex once per page.
-   */
-  private async proofTexts(tenant: string, seqs: number[], batch: ProofBatch): Promise<Map<number, string>> {
-    const proofs = await this.proofs(tenant, seqs, batch);
-    const quoted = new Map<Buffer, string>();
-    const text = (b: Buffer) => {
-      let q = quoted.get(b);
-      if (q === undefined) quoted.set(b, (q = `"${b.toString('hex')}"`));
-      return q;
-    };
-    const out = new Map<number, string>();
-    for (const [seq, path] of proofs) out.set(seq, `[${path.map(text).join(',')}]`);
-    return out;
+  /** Proofs of `seqs` (ascending) as JSON array text; `leaves`: leaf hashes (hex, by index) already at hand. */
+  private async proofTexts(tenant: string, seqs: readonly number[], batch: ProofBatch, leaves = new Map<number, string>()): Promise<string[]> {
+    const indexes = seqs.map((s) => s - 1);
+    const wanted = batch.needs(indexes).filter((r) => r.level > 0 || !leaves.has(r.index));
+    const found = await this.ledger.nodeHexRanges(tenant, nodeRanges(wanted));
+    return batch.texts(indexes, (level, index) => {
+      const hex = level === 0 ? (leaves.get(index) ?? found.get(nodeNumber(0, index))) : found.get(nodeNumber(level, index));
+      if (hex === undefined) throw new Error(`Merkle node ${level}:${index} of tenant ${tenant} is missing`);
+      return hex;
+    });
   }
 
   private async producerKeys(tenant: string, kids: Set<string>, proofBatch: ProofBatch): Promise<BundleProducerKey[]> {
@@ -198,14 +226,14 @@ export class ExportService {
     const registered = new Map((await this.keys.list(tenant)).filter((k) => kids.has(k.kid)).map((k) => [k.kid, k]));
     const missing = [...kids].filter((kid) => !registered.has(kid));
     if (missing.length) throw new Error(`producer keys ${missing.join(', ')} of tenant ${tenant} have no registration`);
-    const rows = new Map<number, ExportRow>(
-      (await this.repo.entriesAt(tenant, [...registered.values()].map((k) => k.registered_seq))).map((r) => [r.seq, r]),
-    );
-    const proofs = await this.proofs(tenant, [...rows.keys()], proofBatch);
+    const found: ExportRow[] = await this.repo.entriesAt(tenant, [...new Set([...registered.values()].map((k) => k.registered_seq))]);
+    const texts = await this.proofTexts(tenant, found.map((r) => r.seq), proofBatch);
+    const rows = new Map(found.map((r, i) => [r.seq, { ...r, proof: JSON.parse(texts[i]) as string[] }]));
     return [...registered.values()].map((k) => {
       const row = rows.get(k.registered_seq)!;
       const { kid: _kid, ...jwk } = k.jwk;
-      return { kid: k.kid, alg: k.alg as 'EdDSA' | 'ES256', jwk, registration: bundleEntry(row.seq, row.record, row.body, proofs.get(row.seq)!) };
+      const registration = { seq: row.seq, record: row.record, body: row.body, leaf_hash: toHex(leafHash(row.record)), inclusion_proof: row.proof };
+      return { kid: k.kid, alg: k.alg as 'EdDSA' | 'ES256', jwk, registration };
     });
   }
 }

@@ -5,6 +5,7 @@ import type { JWK } from 'jose';
 import type { DataSource, EntityManager } from 'typeorm';
 import { toHex } from '../core/encoding';
 import { Frontier, frontierRefs, nodeKey, type NodeRef } from '../core/merkle';
+import { nodeNumber, type NodeRange } from '../core/proof-batch';
 import { copyLines } from './copy';
 import { GroupBuilder, type BatchOutcome, type TenantState } from './group-builder';
 import { genesisChainHash } from '../core/record';
@@ -62,6 +63,23 @@ class ReplayDetected extends Error {}
 class GiveUp extends Error {}
 
 const lockKey = (tenant: string) => `agent-ledger:${tenant}`;
+
+/**
+ * The SQL of `nodeHexRanges` (exported for a test's EXPLAIN): $1 tenant,
+ * $2/$3 leaf index ranges (from, to), $4/$5/$6 inner node ranges (level,
+ * from, to).
+ */
+export const NODE_RANGES_SQL = `SELECT 0::smallint AS level, l.seq - 1 AS idx, encode(l.leaf_hash, 'hex') AS hash
+       FROM unnest($2::bigint[], $3::bigint[]) AS want(lo, hi)
+       CROSS JOIN LATERAL (SELECT e.seq, e.leaf_hash FROM ledger_entries e
+                           WHERE e.tenant_id = $1 AND e.seq BETWEEN want.lo + 1 AND want.hi + 1
+                           ORDER BY e.seq LIMIT want.hi - want.lo + 1) l
+       UNION ALL
+       SELECT want.level, n.idx, encode(n.hash, 'hex')
+       FROM unnest($4::smallint[], $5::bigint[], $6::bigint[]) AS want(level, lo, hi)
+       CROSS JOIN LATERAL (SELECT m.idx, m.hash FROM merkle_nodes m
+                           WHERE m.tenant_id = $1 AND m.level = want.level AND m.idx BETWEEN want.lo AND want.hi
+                           ORDER BY m.idx LIMIT want.hi - want.lo + 1) n`;
 
 /**
  * The only code that writes the ledger tables. Appends run in one transaction
@@ -363,6 +381,31 @@ export class LedgerRepository {
     for (const r of refs) {
       if (!out.has(nodeKey(r))) throw new Error(`Merkle node ${nodeKey(r)} of tenant ${tenant} is missing`);
     }
+    return out;
+  }
+
+  /**
+   * Hex hashes of stored complete nodes read by index range (level 0 = leaf
+   * hashes from ledger_entries, by seq), keyed by `nodeNumber`: a page of
+   * contiguous entries needs about one range per level instead of a probe per
+   * node. Each range is one primary-key range scan; ORDER BY … LIMIT keeps the
+   * planner on the index on a fresh table's statistics (as LIMIT 1 does in
+   * `nodes`). Nodes absent from storage are absent from the map.
+   */
+  async nodeHexRanges(tenant: string, ranges: readonly NodeRange[]): Promise<Map<number, string>> {
+    const out = new Map<number, string>();
+    if (!ranges.length) return out;
+    const leaves = ranges.filter((r) => r.level === 0);
+    const inner = ranges.filter((r) => r.level > 0);
+    const rows: { level: number; idx: string; hash: string }[] = await this.ds.query(NODE_RANGES_SQL, [
+      tenant,
+      leaves.map((r) => r.from),
+      leaves.map((r) => r.to),
+      inner.map((r) => r.level),
+      inner.map((r) => r.from),
+      inner.map((r) => r.to),
+    ]);
+    for (const r of rows) out.set(nodeNumber(r.level, Number(r.idx)), r.hash);
     return out;
   }
 

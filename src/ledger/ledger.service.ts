@@ -7,6 +7,7 @@ import { toHex } from '../core/encoding';
 import { serviceEventSchema, type TraceEvent } from '../core/event';
 import { jcs } from '../core/jcs';
 import { emptyRoot, frontierRefs, nodeKey, rootFromRefs, type NodeRef, type StoredNode } from '../core/merkle';
+import type { NodeRange } from '../core/proof-batch';
 import { batchId, eventDigest, LEDGER_KID, type LedgerRecord } from '../core/record';
 import { MetricsService } from '../metrics/metrics.service';
 import type { AppConfig } from '../runtime/runtime';
@@ -129,6 +130,11 @@ export class LedgerService {
   /** Hashes of complete Merkle nodes (level 0 = leaf hashes) by `nodeKey`; throws if one is missing. */
   nodes(tenant: string, refs: readonly NodeRef[]): Promise<Map<string, Buffer>> {
     return this.repo.nodes(this.repo.dataSource, tenant, refs);
+  }
+
+  /** Hex hashes of stored complete nodes by index range, keyed by `nodeNumber` (absent nodes are not in the map). */
+  nodeHexRanges(tenant: string, ranges: readonly NodeRange[]): Promise<Map<number, string>> {
+    return this.repo.nodeHexRanges(tenant, ranges);
   }
 
   /** Number of entries in the tenant's ledger. */

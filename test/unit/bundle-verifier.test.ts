@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
-import { BundleWriter, bundleText, entryJcs, type EvidenceBundle } from '../../src/core/bundle';
+import { bodyDigest, BundleWriter, bundleText, entryJcs, type EvidenceBundle } from '../../src/core/bundle';
 import { InclusionVerifier, verifyBundle, type BundleCheck, type BundleResult } from '../../src/core/bundle-verifier';
 import { jcs } from '../../src/core/jcs';
 import { assembleInclusionProof, rootFromLeaves, verifyInclusion } from '../../src/core/merkle';
@@ -78,7 +78,7 @@ describe('evidence bundle verifier', () => {
     }
   });
 
-  test("BundleWriter.entryText (the export's hot path) writes the same item and contents digest as entry()", () => {
+  test("BundleWriter.entryJson (the export's hot path) writes the same item and contents digest as entry()", () => {
     const entries = [...bundle.entries, { ...bundle.entries[0], body: null }, { ...bundle.entries[1], record: '"\u2028\ud83d\ude00\u0007"' }];
     const a = new BundleWriter();
     const b = new BundleWriter();
@@ -86,7 +86,8 @@ describe('evidence bundle verifier', () => {
     let textB = b.start(bundle.checkpoint);
     for (const e of entries) {
       textA += a.entry(e);
-      textB += b.entryText(e.seq, e.record, e.body, e.leaf_hash, `[${e.inclusion_proof.map((h) => `"${h}"`).join(',')}]`);
+      const bodyJson = e.body === null ? 'null' : JSON.stringify(e.body);
+      textB += b.entryJson(e.seq, e.leaf_hash, JSON.stringify(e.record), bodyJson, e.body === null ? null : bodyDigest(e.body), `[${e.inclusion_proof.map((h) => `"${h}"`).join(',')}]`);
     }
     const closedA = a.close();
     const closedB = b.close();

@@ -76,7 +76,42 @@ test('pager: a failed read surfaces at next(), and a read ahead nobody awaits do
     { first: 1, last: 100 },
     2,
     true,
+    3,
   );
   assert.deepEqual((await p.next()).map((r) => r.seq), [1, 2]);
   await assert.rejects(p.next(), /connection lost/);
+  await new Promise((r) => setTimeout(r, 5));
+  assert.equal(n, 2, 'no read starts after one failed');
+});
+
+test('pager: reads run one at a time, start before the pages are consumed, and hold at most `depth` pages ahead', async () => {
+  await fc.assert(
+    fc.asyncProperty(fc.integer({ min: 1, max: 400 }), fc.integer({ min: 1, max: 4 }), fc.integer({ min: 1, max: 20 }), async (size, depth, page) => {
+      const matching = Array.from({ length: size }, (_, i) => i + 1);
+      let inFlight = 0;
+      let reads = 0;
+      let consumed = 0;
+      const read = async (after: number, upTo: number) => {
+        assert.equal(inFlight, 0, 'a read started before the one before it returned');
+        inFlight++;
+        await new Promise((r) => setImmediate(r));
+        inFlight--;
+        reads++;
+        assert.ok(reads - consumed <= depth + 1, `${reads} reads for ${consumed} pages consumed, depth ${depth}`);
+        return matching.filter((s) => s > after && s <= upTo).slice(0, page).map((seq) => ({ seq }));
+      };
+      const p = pager(read, { first: 1, last: size }, page, true, depth);
+      // the consumer is slow: by the time it asks, the reads ahead are done
+      for (let i = 0; i < 3 * depth + 3; i++) await new Promise((r) => setImmediate(r));
+      const expectedAhead = Math.min(depth, Math.ceil(size / page));
+      assert.equal(reads, expectedAhead, 'the pages ahead are read before the first is asked for');
+      const got: number[] = [];
+      for (let rows = await p.next(); rows.length; rows = await p.next()) {
+        consumed++;
+        got.push(...rows.map((r) => r.seq));
+      }
+      assert.deepEqual(got, matching);
+    }),
+    { numRuns: 100 },
+  );
 });
