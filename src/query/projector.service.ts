@@ -16,14 +16,8 @@ const POLL_MS = 2000;
  */
 export const SYNC_CATCH_UP_MAX = 20_000;
 const SYNC_CATCH_UP_TIMEOUT_MS = 5000;
-/**
- * ANALYZE the read models after this many entries projected by this process,
- * then after twice as many… Early, because a young table without statistics
- * gets plans that scan all of it per row: the loops rollup's join probed a
- * tool's every call for each (run, tool, args) group (~400 µs an entry at
- * 20k entries, against ~4 µs once analyzed).
- */
-const FIRST_ANALYZE = 1_000;
+/** ANALYZE the read models after this many entries projected by this process, then after twice as many… */
+const FIRST_ANALYZE = 10_000;
 const MAX_ANALYZE_STEP = 1_000_000;
 
 /**
