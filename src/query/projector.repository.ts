@@ -162,10 +162,18 @@ export class ProjectorRepository {
   /**
    * Fresh planner statistics for the read models. During a bulk load they
    * grow far faster than autovacuum analyzes them, and stale estimates (one
-   * row) turn the per-page index lookups into scans of whole tables.
+   * row) turn the per-page index lookups into scans of whole tables. The
+   * columns the projector's lookups filter on, not the jsonb and array ones
+   * (attributes, counts, agents, tools): a third less time (0.6-0.8 s
+   * instead of 1.1-1.2 s at 60k events; the row sample is most of the rest)
+   * and autovacuum keeps their statistics for the queries.
    */
   async analyze(): Promise<void> {
-    await this.ds.query(`ANALYZE query_events, tool_calls, tool_call_days, tool_call_repeats, trace_summaries`);
+    await this.ds.query(
+      `ANALYZE query_events (tenant_id, seq, trace_id, span_id, session_id, type, name, agent, status, event_time),
+               tool_calls, tool_call_days, tool_call_repeats,
+               trace_summaries (tenant_id, trace_id, session_id, first_seq, first_time, status)`,
+    );
   }
 
   /** The read-model rows of entries (from, to]. */
