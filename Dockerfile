@@ -18,4 +18,5 @@ COPY package.json ./
 COPY policies ./policies
 USER node
 EXPOSE 3000
-CMD ["node", "dist/src/main.js"]
+# the flags of `npm start` (package.json): a larger young generation, ~15 % less CPU per ingested event
+CMD ["node", "--max-semi-space-size=64", "dist/src/main.js"]

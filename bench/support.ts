@@ -61,7 +61,9 @@ export interface ServiceProcess {
 export async function startService(db: BenchDb, extraEnv: Record<string, string> = {}): Promise<ServiceProcess> {
   const port = await freePort();
   const { privateKey } = await generateKeyPair('Ed25519', { extractable: true });
-  const nodeArgs = process.env.BENCH_NODE_ARGS ? process.env.BENCH_NODE_ARGS.split(' ') : [];
+  // the node flags of `npm start` (as an operator runs the service), then BENCH_NODE_ARGS (e.g. a CPU profile)
+  const startArgs = /^node((?: --[^ ]+)*) /.exec(JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).scripts.start)?.[1];
+  const nodeArgs = [...(startArgs ?? '').split(' ').filter(Boolean), ...(process.env.BENCH_NODE_ARGS ? process.env.BENCH_NODE_ARGS.split(' ') : [])];
   const child = spawn(process.execPath, [...nodeArgs, join(ROOT, 'dist', 'src', 'main.js')], {
     env: {
       PATH: process.env.PATH,
