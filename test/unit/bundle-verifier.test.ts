@@ -4,9 +4,12 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import type { KeyObject } from 'node:crypto';
 import fc from 'fast-check';
+import type { JWK } from 'jose';
 import { BundleWriter, bundleText, entryJcs, type EvidenceBundle } from '../../src/core/bundle';
-import { InclusionVerifier, verifyBundle, type BundleCheck, type BundleResult } from '../../src/core/bundle-verifier';
+import { BundleFileError, verifyBundleFile, type BundleFileResult } from '../../src/core/bundle-file';
+import { InclusionVerifier, verifyBundle as verifyInMemory, type BundleCheck, type BundleResult } from '../../src/core/bundle-verifier';
 import { jcs } from '../../src/core/jcs';
 import { assembleInclusionProof, rootFromLeaves, verifyInclusion } from '../../src/core/merkle';
 import { signBatch } from '../../src/core/batch';
@@ -18,6 +21,58 @@ const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
 const OTHER_TRACE = '0af7651916cd43dd8448eb211c80319c';
 
 const clone = (b: EvidenceBundle): EvidenceBundle => JSON.parse(JSON.stringify(b)) as EvidenceBundle;
+
+const fileDir = mkdtempSync(join(tmpdir(), 'bundle-file-'));
+process.on('exit', () => rmSync(fileDir, { recursive: true, force: true }));
+
+/**
+ * The bundle as files a verifier may be given: the service's line-per-item
+ * layout (entries before the head: two passes), re-serialised with other
+ * whitespace, and with the head before the entries (one pass).
+ */
+function serialisations(b: unknown): [name: string, text: string, passes: 1 | 2][] {
+  if (typeof b !== 'object' || b === null || Array.isArray(b)) return [['as JSON', JSON.stringify(b), 2]];
+  const out: [string, string, 1 | 2][] = [];
+  try {
+    out.push(['service layout', bundleText(b as EvidenceBundle), 2]);
+  } catch {
+    // not writable by the service's writer (malformed on purpose): the other forms still are
+  }
+  out.push(['pretty-printed', JSON.stringify(b, null, 2).replace(/\n/g, '\r\n'), 2]);
+  const { entries, ...head } = b as Record<string, unknown>;
+  out.push(['head first, tab-indented', JSON.stringify({ ...head, entries }, null, '\t'), 1]);
+  return out;
+}
+
+/**
+ * verifyBundle, and the streaming file verifier (what the CLI runs) on each
+ * serialisation of the same bundle: the same verdict, failures (in order),
+ * erasures and summary. A bundle the in-memory verifier refuses on its
+ * format may instead be refused by the file reader as a whole.
+ */
+async function verifyBundle(b: unknown, key: JWK | KeyObject): Promise<BundleResult> {
+  const r = await verifyInMemory(b, key);
+  const formatOnly = r.failures.length > 0 && r.failures.every((f) => f.check === 'format');
+  for (const [name, text, passes] of serialisations(b)) {
+    const file = join(fileDir, 'bundle.json');
+    writeFileSync(file, text);
+    let f: BundleFileResult;
+    try {
+      f = await verifyBundleFile(file, key);
+    } catch (err) {
+      assert.ok(err instanceof BundleFileError && formatOnly, `${name}: ${(err as Error).message}`);
+      continue;
+    }
+    if (formatOnly) {
+      assert.ok(!f.ok && f.failures.every((x) => x.check === 'format'), `${name}: ${JSON.stringify(f.failures)}`);
+      continue;
+    }
+    const { passes: fp, ...same } = f;
+    assert.deepEqual(same, r, `${name}: the file verifier disagrees`);
+    assert.equal(fp, passes, `${name}: passes over the file`);
+  }
+  return r;
+}
 
 /** Asserts the result failed, with (at least) this check on this entry (undefined: on the bundle as a whole). */
 function assertFails(r: BundleResult, check: BundleCheck, entry?: number): void {
