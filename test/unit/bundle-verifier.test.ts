@@ -15,6 +15,7 @@ import { assembleInclusionProof, rootFromLeaves, verifyInclusion } from '../../s
 import { signBatch } from '../../src/core/batch';
 import { leafHash } from '../../src/core/record';
 import { event, producerKey, type TestProducer } from '../support/factories';
+import { writeBigBundle } from '../support/big-bundle';
 import { MemoryLedger } from '../support/memory-ledger';
 
 const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
@@ -386,6 +387,67 @@ describe('evidence bundle verifier', () => {
       assert.match(r.stdout, /entries:\s+5/);
       assert.match(r.stdout, /traces:\s+1/);
       assert.match(r.stdout, /tree size 10/);
+      assert.match(r.stdout, /^OK/m);
+    });
+
+    test('a re-serialised bundle (pretty-printed, CRLF, head first) verifies: exit 0', () => {
+      const { entries, ...head } = bundle;
+      for (const text of [JSON.stringify(bundle, null, 2).replace(/\n/g, '\r\n'), JSON.stringify({ ...head, entries }, null, '\t')]) {
+        writeFileSync(join(dir, 'pretty.json'), text);
+        const r = run(join(dir, 'pretty.json'));
+        assert.equal(r.status, 0, r.stdout + r.stderr);
+        assert.match(r.stdout, /entries:\s+5/);
+        assert.match(r.stdout, /^OK/m);
+      }
+    });
+
+    test('a truncated file fails cleanly: exit 1 and what is wrong, nothing verified', () => {
+      const text = bundleText(bundle);
+      const cuts = [text.indexOf('"entries"') + 100, text.indexOf('"batches"') + 50, text.indexOf('"manifest"'), text.length - 3];
+      for (const cut of cuts) {
+        writeFileSync(join(dir, 'cut.json'), text.slice(0, cut));
+        const r = run(join(dir, 'cut.json'));
+        assert.equal(r.status, 1, r.stdout + r.stderr);
+        assert.match(r.stdout, /^FAILED: .*cut\.json is not a readable JSON file \(.*ends .*truncated\?/m, `cut at ${cut}`);
+        assert.doesNotMatch(r.stdout, /^OK/m);
+        assert.equal(r.stderr, '');
+      }
+    });
+
+    test('malformed JSON fails cleanly: exit 1 naming where', () => {
+      const text = bundleText(bundle);
+      const cases: [string, RegExp][] = [
+        [text.replace(`"seq":${bundle.entries[1].seq}}`, `"seq":${bundle.entries[1].seq},}`), /entries\[1\] \(at byte \d+\) is not valid JSON/],
+        [text.replace('"batches":[', '"batches":[}'), /expected a value in "batches"/],
+        [text.replace('"manifest":', '"manifest"'), /expected ":" after "manifest"/],
+        [text.replace('"contents_digest"', '"signature"'), /the member "signature" appears twice/],
+        [`${text}{}`, /expected nothing after the top-level object/],
+      ];
+      for (const [bad, message] of cases) {
+        assert.notEqual(bad, text);
+        writeFileSync(join(dir, 'malformed.json'), bad);
+        const r = run(join(dir, 'malformed.json'));
+        assert.equal(r.status, 1, r.stdout + r.stderr);
+        assert.match(r.stdout, /^FAILED: .*malformed\.json is not a readable JSON file/m);
+        assert.match(r.stdout, message);
+        assert.equal(r.stderr, '');
+      }
+      const missing = run(join(dir, 'no-such-file.json'));
+      assert.equal(missing.status, 1);
+      assert.match(missing.stdout, /^FAILED: .*no-such-file\.json is not a readable JSON file \(ENOENT/m);
+    });
+
+    test('a big bundle is verified in bounded memory (a heap too small to hold the file parsed)', async () => {
+      // 30k entries, ~70 MB: under a 48 MB heap, JSON.parse of the file (the former CLI) runs out of memory
+      const file = join(dir, 'big.json');
+      const { ledgerJwk } = await writeBigBundle(file, 30_000);
+      writeFileSync(join(dir, 'big-jwks.json'), JSON.stringify({ keys: [ledgerJwk] }));
+      const heap = '--max-old-space-size=48';
+      const whole = spawnSync(process.execPath, [heap, '-e', `JSON.parse(require('fs').readFileSync(${JSON.stringify(file)}, 'utf8'))`], { encoding: 'utf8' });
+      assert.notEqual(whole.status, 0, 'the control: the whole file parsed does not fit the heap');
+      const r = spawnSync(process.execPath, [heap, cli, 'verify', file, '--key', join(dir, 'big-jwks.json')], { encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stdout + r.stderr);
+      assert.match(r.stdout, /entries:\s+30000/);
       assert.match(r.stdout, /^OK/m);
     });
 
