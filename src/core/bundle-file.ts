@@ -50,7 +50,9 @@ export async function verifyBundleFile(path: string, ledgerKey: LedgerKeySource,
   const startVerification = async (tailLater: boolean): Promise<boolean> => {
     v = new BundleVerification(keyFor(head.signature), options);
     const h = v.shapeHead(head, { entries: false, tailLater });
-    return h !== undefined && (await v.start(h as BundleHead));
+    const ok = h !== undefined && (await v.start(h as BundleHead));
+    if (ok) head.batches = undefined; // the verification keeps them (off V8's heap)
+    return ok;
   };
 
   // Pass 1: everything, the entries too if the head came first (else they are passed over).
