@@ -725,111 +725,121 @@ async function verifyBatchJws(
 }
 
 /**
- * RFC 9162 §2.1.3.2 inclusion verification that remembers the nodes of the
- * verified paths: an exported run of consecutive entries shares most of its
- * path, so each entry costs about one node hash instead of log2(size). A node
- * and its siblings up to the root are remembered only once its path reached
- * the trusted root, and an early stop at a remembered node still requires the
- * rest of the proof to equal the remembered siblings: every proof element is
- * checked, as with the plain algorithm. Proof elements may be given as bytes
- * or as lowercase hex (decoded only when hashed).
+ * RFC 9162 §2.1.3.2 inclusion verification that remembers the last verified
+ * path: an exported run of consecutive entries shares most of its path, so
+ * each entry costs about one node hash instead of log2(size).
+ *
+ * The paths of the remembered leaf i and of a new leaf j share the nodes
+ * from the root down to the node N where they part (i to one child, j to the
+ * other). So j's proof holds iff: above N its elements equal i's (the same
+ * siblings); at N its element equals the child of N on i's side as computed
+ * when i was verified; and hashing j's leaf up through its proof's lower
+ * elements gives the child of N on j's side, which is i's proof element
+ * there. Each of those is a value i's verification bound to the trusted
+ * root, so every proof element is checked, as with the plain algorithm; when
+ * one of them differs, the plain algorithm decides. Proof elements may be
+ * given as bytes or as lowercase hex (decoded only when hashed).
  */
 export class InclusionVerifier {
-  /** Node [start, end) -> its hex hash and the end of its parent's range (for pruning). */
-  private readonly known = new Map<number | string, { hex: string; parentEnd: number }>();
-  private readonly numericKeys: boolean;
-  private added = 0;
+  private readonly root: Buffer;
+  /** The last verified path: the leaf index, its proof and the nodes computed along it (bottom-up: [0] the leaf, [depth] the root). */
+  private last?: { index: number; depth: number; proof: readonly (Uint8Array | string)[]; nodes: string[] };
+  /** The path of the current leaf, top-down: the split of each node, and whether the leaf is left of it. */
+  private readonly mids = new Float64Array(64);
+  private readonly lefts = new Uint8Array(64);
 
   constructor(
     private readonly size: number,
     root: Uint8Array,
   ) {
-    this.numericKeys = (size + 1) * (size + 1) < Number.MAX_SAFE_INTEGER;
-    this.known.set(this.key(0, size), { hex: Buffer.from(root).toString('hex'), parentEnd: Infinity });
+    this.root = Buffer.from(root);
   }
 
-  private key(start: number, end: number): number | string {
-    return this.numericKeys ? start * (this.size + 1) + end : `${start}-${end}`;
-  }
-
-  /** The path of the current leaf, bottom-up: node i is [starts[i], ends[i]) split at mids[i]; reused between calls. */
-  private readonly starts = new Float64Array(64);
-  private readonly ends = new Float64Array(64);
-  private readonly mids = new Float64Array(64);
-
-  /** `remember`: keep the nodes for the next leaves (pass false for out-of-order one-offs). */
+  /** `remember`: keep this path for the next leaves (pass false for out-of-order one-offs). */
   verify(leaf: Uint8Array | string, index: number, proof: readonly (Uint8Array | string)[], remember = true): boolean {
     // A leaf given as lowercase hex is decoded only if it has to be hashed.
     if (typeof leaf === 'string' ? !/^[0-9a-f]{64}$/.test(leaf) : leaf.length !== HASH_SIZE) return false;
     if (!Number.isSafeInteger(index) || index < 0 || index >= this.size) return false;
-    // The path's inner nodes, found top-down, stored bottom-up: node [start, end) splits at mid; the leaf is left of mid or not.
-    const { starts, ends, mids } = this;
-    let depth = 0;
-    for (let start = 0, end = this.size; end - start > 1; depth++) {
-      let k = 1;
-      while (k * 2 < end - start) k *= 2;
-      starts[depth] = start;
-      ends[depth] = end;
-      mids[depth] = start + k;
-      if (index < start + k) end = start + k;
-      else start += k;
-    }
+    const depth = this.path(index);
     if (proof.length !== depth) return false;
     const leafHex = typeof leaf === 'string' ? leaf : Buffer.from(leaf).toString('hex');
-    if (depth === 0) return this.known.get(this.key(0, this.size))!.hex === leafHex;
-    const at = (i: number) => depth - 1 - i; // bottom-up position i -> slot
-    const left = (i: number) => index < mids[at(i)];
-    const sibling = (i: number) => (left(i) ? this.key(mids[at(i)], ends[at(i)]) : this.key(starts[at(i)], mids[at(i)]));
-    const child = (i: number) => (left(i) ? this.key(starts[at(i)], mids[at(i)]) : this.key(mids[at(i)], ends[at(i)]));
-    // The leaf itself may be remembered (as the sibling in the previous leaf's proof): then no hashing at all,
-    // as long as every proof element equals the remembered sibling at its level.
-    const self = this.known.get(this.key(index, index + 1));
-    if (self) {
-      if (self.hex !== leafHex) return false;
-      let rest = true;
-      for (let j = 0; j < depth && rest; j++) {
-        const s = this.known.get(sibling(j));
-        if (!s) rest = false;
-        else if (s.hex !== hexOf(proof[j])) return false;
-      }
-      if (rest) return true;
-    }
-    const computed: [number | string, { hex: string; parentEnd: number }][] = [];
-    let r: Buffer = typeof leaf === 'string' ? Buffer.from(leaf, 'hex') : Buffer.from(leaf);
-    let rHex = leafHex;
-    for (let i = 0; i < depth; i++) {
-      const p = proofBytes(proof[i]);
-      if (!p) return false;
-      const end = ends[at(i)];
-      computed.push([child(i), { hex: rHex, parentEnd: end }], [sibling(i), { hex: p.hex, parentEnd: end }]);
-      r = left(i) ? hashChildren(r, p.bytes) : hashChildren(p.bytes, r);
-      rHex = r.toString('hex');
-      const known = this.known.get(this.key(starts[at(i)], end));
-      if (!known) continue;
-      if (known.hex !== rHex) return false;
-      // The rest of the proof must be the remembered siblings; if one was forgotten, keep hashing.
-      let rest = true;
-      for (let j = i + 1; j < depth && rest; j++) {
-        const s = this.known.get(sibling(j));
-        if (!s) rest = false;
-        else if (s.hex !== hexOf(proof[j])) return false;
-      }
-      if (!rest) continue;
-      if (remember) this.remember(computed, index);
-      return true;
-    }
-    return false; // the root is always known, so the loop ends there
+    if (this.last && this.viaLast(this.last, leafHex, index, depth, proof, remember)) return true;
+    return this.plain(leafHex, index, depth, proof, remember);
   }
 
-  private remember(nodes: [number | string, { hex: string; parentEnd: number }][], index: number): void {
-    this.added += nodes.length;
-    if (this.added > 8192) {
-      // nodes whose parent lies wholly left of this leaf are never on a later (ascending) path
-      for (const [k, n] of this.known) if (n.parentEnd <= index) this.known.delete(k);
-      this.added = 0;
+  /** Fills mids/lefts top-down for `index`; returns the path's length. */
+  private path(index: number): number {
+    const { mids, lefts } = this;
+    let depth = 0;
+    for (let start = 0, end = this.size; end - start > 1; depth++) {
+      const mid = start + largestPowerOfTwoBelow(end - start);
+      mids[depth] = mid;
+      lefts[depth] = index < mid ? 1 : 0;
+      if (index < mid) end = mid;
+      else start = mid;
     }
-    for (const [k, n] of nodes) this.known.set(k, n);
+    return depth;
   }
+
+  /** Hashes a node up one level: the leaf side given by `lefts` at top-down level `t`. */
+  private up(r: Buffer, p: Buffer, t: number): Buffer {
+    return this.lefts[t] ? hashChildren(r, p) : hashChildren(p, r);
+  }
+
+  /** The plain algorithm: hash the leaf up through every proof element, compare with the root. */
+  private plain(leafHex: string, index: number, depth: number, proof: readonly (Uint8Array | string)[], remember: boolean): boolean {
+    const nodes = [leafHex];
+    let r: Buffer = Buffer.from(leafHex, 'hex');
+    for (let b = 0; b < depth; b++) {
+      const p = proofBytes(proof[b]);
+      if (!p) return false;
+      r = this.up(r, p.bytes, depth - 1 - b);
+      if (remember) nodes.push(r.toString('hex'));
+    }
+    if (!r.equals(this.root)) return false;
+    if (remember) this.last = { index, depth, proof, nodes };
+    return true;
+  }
+
+  /** Whether the proof holds by the last verified path (false: this could not show it, the plain algorithm decides). */
+  private viaLast(
+    last: NonNullable<InclusionVerifier['last']>,
+    leafHex: string,
+    index: number,
+    depth: number,
+    proof: readonly (Uint8Array | string)[],
+    remember: boolean,
+  ): boolean {
+    if (last.index === index) return leafHex === last.nodes[0] && proof.every((p, b) => hexOf(p) === hexOf(last.proof[b]));
+    // N: the first node (top-down) where the two leaves go to different children
+    let n = 0;
+    while ((last.index < this.mids[n] ? 1 : 0) === this.lefts[n]) n++;
+    const kj = depth - 1 - n; // N's children's level, bottom-up, on this path
+    const ki = last.depth - 1 - n; // and on the last one
+    for (let t = 0; t < n; t++) if (hexOf(proof[depth - 1 - t]) !== hexOf(last.proof[last.depth - 1 - t])) return false;
+    if (hexOf(proof[kj]) !== last.nodes[ki]) return false;
+    const nodes = [leafHex];
+    let r: Buffer | undefined;
+    for (let b = 0; b < kj; b++) {
+      const p = proofBytes(proof[b]);
+      if (!p) return false;
+      r = this.up(r ?? Buffer.from(leafHex, 'hex'), p.bytes, depth - 1 - b);
+      nodes.push(r.toString('hex'));
+    }
+    if (nodes[kj] !== hexOf(last.proof[ki])) return false;
+    if (remember) {
+      for (let b = ki + 1; b <= last.depth; b++) nodes.push(last.nodes[b]);
+      this.last = { index, depth, proof, nodes };
+    }
+    return true;
+  }
+}
+
+function largestPowerOfTwoBelow(n: number): number {
+  if (n <= 0x100000000) return 2 ** (31 - Math.clz32(n - 1));
+  let k = 1;
+  while (k * 2 < n) k *= 2;
+  return k;
 }
 
 function hexOf(p: Uint8Array | string): string {

@@ -370,6 +370,29 @@ describe('evidence bundle verifier', () => {
     );
   });
 
+  test('InclusionVerifier refuses any changed proof element right after verifying another leaf (bytes or hex)', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 2, max: 70 }), fc.nat(), fc.nat(), fc.nat(), fc.boolean(), (size, pa, pb, flip, hex) => {
+        const l = Array.from({ length: size }, (_, i) => leafHash(`leaf ${i}`));
+        const root = rootFromLeaves(l);
+        const lookup = (r: { level: number; index: number }) => rootFromLeaves(l.slice(r.index * 2 ** r.level, (r.index + 1) * 2 ** r.level));
+        const [a, b] = [pa % size, pb % size];
+        const form = (ps: Buffer[]) => (hex ? ps.map((x) => x.toString('hex')) : ps);
+        const proofB = assembleInclusionProof(b, size, lookup);
+        if (!proofB.length) return;
+        for (let at = 0; at < proofB.length; at++) {
+          const v = new InclusionVerifier(size, root);
+          assert.equal(v.verify(hex ? l[a].toString('hex') : l[a], a, form(assembleInclusionProof(a, size, lookup))), true);
+          const bad = proofB.map((x) => Buffer.from(x));
+          bad[at][flip % 32] ^= 1 << (flip % 8);
+          assert.equal(v.verify(hex ? l[b].toString('hex') : l[b], b, form(bad)), false, `element ${at} of ${b}'s proof changed, after ${a}`);
+          assert.equal(v.verify(hex ? l[b].toString('hex') : l[b], b, form(proofB)), true);
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
+
   describe('CLI: agent-ledger verify', () => {
     const cli = resolve(__dirname, '..', '..', 'src', 'cli', 'agent-ledger.js');
     let dir: string;
