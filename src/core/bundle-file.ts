@@ -106,12 +106,10 @@ export async function verifyBundleFile(path: string, ledgerKey: LedgerKeySource,
   await readEvents(
     path,
     (key) => (key === 'entries' ? 'elements' : 'skip'),
-    async (ev) => {
+    (ev) => {
       if (ev.kind === 'end-array') return 'stop';
       if (ev.kind !== 'element' || verification.done) return undefined;
-      const pending = verification.entry(parseJson(ev.text, `entries[${ev.index}]`, ev.offset));
-      if (pending) await pending;
-      return undefined;
+      return verification.entry(parseJson(ev.text, `entries[${ev.index}]`, ev.offset));
     },
   );
   return fileResult(await verification.finish(), 2);
@@ -136,11 +134,15 @@ function parseJson(text: string, what: string, offset: number): unknown {
   }
 }
 
-/** Reads the file chunk by chunk through a scanner, handing each event to `onEvent` in order (which may stop the read). */
+/**
+ * Reads the file chunk by chunk through a scanner, handing each event to
+ * `onEvent` in order: it may stop the read, or return a promise to wait for
+ * before the next event (only then: an `await` per entry costs a tick).
+ */
 async function readEvents(
   path: string,
   modeOf: (key: string) => MemberMode,
-  onEvent: (ev: ScanEvent) => Promise<'stop' | undefined | void>,
+  onEvent: (ev: ScanEvent) => 'stop' | Promise<'stop' | undefined | void> | undefined | void,
 ): Promise<void> {
   const scanner = new TopLevelScanner(modeOf);
   const file = await open(path, 'r');
@@ -149,7 +151,10 @@ async function readEvents(
     for (;;) {
       const { bytesRead } = await file.read(chunk, 0, CHUNK, null);
       const events = bytesRead === 0 ? scanner.end() : scanner.write(chunk.subarray(0, bytesRead));
-      for (const ev of events) if ((await onEvent(ev)) === 'stop') return;
+      for (const ev of events) {
+        const r = onEvent(ev);
+        if (r === 'stop' || (r !== undefined && (await r) === 'stop')) return;
+      }
       if (bytesRead === 0) return;
     }
   } catch (err) {

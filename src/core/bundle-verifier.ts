@@ -170,8 +170,9 @@ export class BundleVerification {
   private tenant = '';
   private checkpoint?: Checkpoint;
   private ledgerKey?: KeyObject;
-  /** From the head: what `finish` needs (the batches as listed, for the contents digest, by their state). */
+  /** From the head, what `finish` needs (the batches are in batchList). */
   private head?: { manifest: BundleHead['manifest']; contents_digest?: string; signature?: string; producer_keys: BundleHead['producer_keys'] };
+  /** The batches as listed, for the contents digest: by their state (JWS kept as bytes), or as given when not kept. */
   private readonly batchList: (BundleHead['batches'][number] | { batch: string; state: BatchState })[] = [];
   private signatureChecked = false;
   private readonly batches = new Map<string, BatchState>();
