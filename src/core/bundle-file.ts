@@ -15,12 +15,14 @@ import { JsonScanError, TopLevelScanner, type MemberMode, type ScanEvent } from 
  * does it all. The service writes them after the entries (the manifest's
  * count and the batches are known only at the end of its stream, see
  * docs/evidence-bundle.md), so then a first pass reads everything but the
- * entries (passing over them) and a second pass reads the entries alone.
+ * entries, noting where each entry lies, and a second pass reads the entries
+ * alone from there (without scanning them again).
  *
- * Memory: one chunk, the entries of one chunk, the batches' JWSs (each holds
- * its batch's digest list: about 62 bytes per exported entry), at most 256
- * verified digest lists, the distinct trace ids (for the summary) and the
- * remembered Merkle path.
+ * Memory: one chunk, the entries of one chunk, the batches' JWSs (as bytes;
+ * each holds its batch's digest list: about 62 bytes per exported entry),
+ * the entries' byte ranges (16 bytes per entry) when there is a second pass,
+ * 32 verified digest lists, the distinct trace ids (for the summary) and the
+ * last verified Merkle path.
  */
 
 const HEAD_MEMBERS = ['format', 'checkpoint', 'batches', 'producer_keys', 'manifest', 'signature'] as const;
@@ -55,8 +57,9 @@ export async function verifyBundleFile(path: string, ledgerKey: LedgerKeySource,
     return ok;
   };
 
-  // Pass 1: everything, the entries too if the head came first (else they are passed over).
+  // Pass 1: everything, the entries too if the head came first (else only where each one lies).
   let started = false;
+  const bounds = new Offsets();
   await readEvents(
     path,
     (key) => {
@@ -64,7 +67,7 @@ export async function verifyBundleFile(path: string, ledgerKey: LedgerKeySource,
       seen.add(key);
       if (key !== 'entries') return 'elements';
       singlePass = HEAD_MEMBERS.every((k) => seen.has(k));
-      return singlePass ? 'elements' : 'skip';
+      return singlePass ? 'elements' : 'bounds';
     },
     async (ev) => {
       switch (ev.kind) {
@@ -85,6 +88,9 @@ export async function verifyBundleFile(path: string, ledgerKey: LedgerKeySource,
           if (ev.key === 'entries') found.entries = 'not-array';
           else head[ev.key] = parseJson(ev.text, ev.key, ev.offset);
           return;
+        case 'bounds':
+          bounds.push(ev.start, ev.end);
+          return;
         case 'skipped':
           if (ev.key === 'entries') found.entries = ev.array ? 'array' : 'not-array';
           return;
@@ -101,18 +107,50 @@ export async function verifyBundleFile(path: string, ledgerKey: LedgerKeySource,
   if (found.entries !== 'array') return fileResult(formatOnly(keyFor(head.signature), options, head, 'entries must be an array'), 1);
   if (!(await startVerification(false))) return fileResult(v!.result(), 1);
 
-  // Pass 2: the entries alone; the read stops at the end of their array.
+  // Pass 2: the entries alone, read where pass 1 found them (no second scan).
   const verification = v!;
-  await readEvents(
-    path,
-    (key) => (key === 'entries' ? 'elements' : 'skip'),
-    (ev) => {
-      if (ev.kind === 'end-array') return 'stop';
-      if (ev.kind !== 'element' || verification.done) return undefined;
-      return verification.entry(parseJson(ev.text, `entries[${ev.index}]`, ev.offset));
-    },
-  );
+  const file = await open(path, 'r');
+  try {
+    let buf = Buffer.alloc(0);
+    let bufStart = 0;
+    for (let i = 0; i < bounds.length && !verification.done; i++) {
+      const start = bounds.at(2 * i);
+      const end = bounds.at(2 * i + 1);
+      if (end > bufStart + buf.length) {
+        buf = Buffer.allocUnsafe(Math.max(CHUNK, end - start));
+        const { bytesRead } = await file.read(buf, 0, buf.length, start);
+        if (bytesRead < end - start) throw new BundleFileError(`the file changed between the two passes (entries[${i}] at byte ${start})`);
+        buf = buf.subarray(0, bytesRead);
+        bufStart = start;
+      }
+      const pending = verification.entry(parseJson(buf.toString('utf8', start - bufStart, end - bufStart), `entries[${i}]`, start));
+      if (pending) await pending;
+    }
+  } finally {
+    await file.close();
+  }
   return fileResult(await verification.finish(), 2);
+}
+
+/** A growable list of byte offsets (16 bytes per entry: 16 MiB for 1M entries). */
+class Offsets {
+  private data = new Float64Array(1024);
+  length = 0;
+
+  push(start: number, end: number): void {
+    if (this.length * 2 + 2 > this.data.length) {
+      const bigger = new Float64Array(this.data.length * 2);
+      bigger.set(this.data);
+      this.data = bigger;
+    }
+    this.data[this.length * 2] = start;
+    this.data[this.length * 2 + 1] = end;
+    this.length++;
+  }
+
+  at(i: number): number {
+    return this.data[i];
+  }
 }
 
 function fileResult(r: BundleResult, passes: 1 | 2): BundleFileResult {
@@ -134,16 +172,8 @@ function parseJson(text: string, what: string, offset: number): unknown {
   }
 }
 
-/**
- * Reads the file chunk by chunk through a scanner, handing each event to
- * `onEvent` in order: it may stop the read, or return a promise to wait for
- * before the next event (only then: an `await` per entry costs a tick).
- */
-async function readEvents(
-  path: string,
-  modeOf: (key: string) => MemberMode,
-  onEvent: (ev: ScanEvent) => 'stop' | Promise<'stop' | undefined | void> | undefined | void,
-): Promise<void> {
+/** Reads the whole file chunk by chunk through a scanner, handing each event to `onEvent` in order. */
+async function readEvents(path: string, modeOf: (key: string) => MemberMode, onEvent: (ev: ScanEvent) => Promise<void>): Promise<void> {
   const scanner = new TopLevelScanner(modeOf);
   const file = await open(path, 'r');
   try {
@@ -151,10 +181,7 @@ async function readEvents(
     for (;;) {
       const { bytesRead } = await file.read(chunk, 0, CHUNK, null);
       const events = bytesRead === 0 ? scanner.end() : scanner.write(chunk.subarray(0, bytesRead));
-      for (const ev of events) {
-        const r = onEvent(ev);
-        if (r === 'stop' || (r !== undefined && (await r) === 'stop')) return;
-      }
+      for (const ev of events) await onEvent(ev);
       if (bytesRead === 0) return;
     }
   } catch (err) {

@@ -24,14 +24,18 @@ export type MemberMode =
   /** each element of an array value is given apart (a value that is not an array is given whole) */
   | 'elements'
   /** the value is passed over (whether it was an array is said) */
-  | 'skip';
+  | 'skip'
+  /** like `elements`, but each element's byte range is given instead of its text */
+  | 'bounds';
 
 export type ScanEvent =
-  /** An `elements` member whose value is an array begins. */
+  /** An `elements` (or `bounds`) member whose value is an array begins. */
   | { kind: 'array'; key: string }
   /** One element of an `elements` member's array: its JSON text. */
   | { kind: 'element'; key: string; index: number; text: string; offset: number }
-  /** The array of an `elements` member ended after `count` elements. */
+  /** One element of a `bounds` member's array: its bytes are [start, end) of the document. */
+  | { kind: 'bounds'; key: string; index: number; start: number; end: number }
+  /** The array of an `elements` (or `bounds`) member ended after `count` elements. */
   | { kind: 'end-array'; key: string; count: number }
   /** The whole value of an `elements` member that is not an array: its JSON text. */
   | { kind: 'value'; key: string; text: string; offset: number }
@@ -88,6 +92,8 @@ export class TopLevelScanner {
   private index = 0;
   private inElement = false;
   private valueIsArray = false;
+  /** Offset in the document of the current value's first byte. */
+  private valueStart = 0;
   // inside a value
   private depth = 0;
   private inString = false;
@@ -205,7 +211,7 @@ export class TopLevelScanner {
           break;
         case S.VALUE:
           if (!this.skipSpace()) return;
-          if (this.mode === 'elements' && buf[this.pos] === 0x5b) {
+          if (this.mode !== 'skip' && buf[this.pos] === 0x5b) {
             this.pos++;
             this.index = 0;
             this.events.push({ kind: 'array', key: this.key });
@@ -261,7 +267,8 @@ export class TopLevelScanner {
     const c = this.buf[this.pos];
     this.inElement = element;
     this.valueIsArray = c === 0x5b;
-    if (this.mode !== 'skip') this.tokStart = this.pos;
+    this.valueStart = this.base + this.pos;
+    if (this.mode === 'elements' || (this.mode === 'bounds' && !element)) this.tokStart = this.pos;
     this.depth = 0;
     this.inString = false;
     this.escaped = false;
@@ -281,6 +288,8 @@ export class TopLevelScanner {
       if (keep) {
         const { text, offset } = this.take(this.pos);
         this.events.push({ kind: 'element', key: this.key, index: this.index, text, offset });
+      } else if (this.mode === 'bounds') {
+        this.events.push({ kind: 'bounds', key: this.key, index: this.index, start: this.valueStart, end: this.base + this.pos });
       }
       this.index++;
       this.state = S.AFTER_ELEMENT;

@@ -80,6 +80,18 @@ describe('TopLevelScanner', () => {
     }
   });
 
+  test('bounds mode gives each element\'s byte range, whatever the chunking', () => {
+    const text = '{"a":1,"é":[ "😀" , {"k":[1,"]"]},-2.5e3,null ,[] ],"z":[]}';
+    const bytes = Buffer.from(text);
+    for (const size of [1, 2, 3, 7, 100]) {
+      const { events } = rebuild(text, [size], (k) => (k === 'é' || k === 'z' ? 'bounds' : 'elements'));
+      const ranges = events.flatMap((e) => (e.kind === 'bounds' ? [JSON.parse(bytes.toString('utf8', e.start, e.end)) as unknown] : []));
+      assert.deepEqual(ranges, ['😀', { k: [1, ']'] }, -2500, null, []]);
+      assert.deepEqual(events.filter((e) => e.kind === 'end-array').map((e) => e.kind === 'end-array' && [e.key, e.count]), [['é', 5], ['z', 0]]);
+      assert.ok(!events.some((e) => e.kind === 'element'));
+    }
+  });
+
   test('every strict prefix of a document is refused at its end (truncated), never read as complete', () => {
     const text = '{"format":"x","entries":[{"a":"b\\"c"},[1,2],3,"\\\\"],"z":{"y":null}}';
     for (let cut = 0; cut < text.length; cut++) {
