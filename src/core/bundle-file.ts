@@ -114,8 +114,8 @@ export async function verifyBundleFile(path: string, ledgerKey: LedgerKeySource,
     let buf = Buffer.alloc(0);
     let bufStart = 0;
     for (let i = 0; i < bounds.length && !verification.done; i++) {
-      const start = bounds.at(2 * i);
-      const end = bounds.at(2 * i + 1);
+      const start = bounds.start(i);
+      const end = bounds.end(i);
       if (end > bufStart + buf.length) {
         buf = Buffer.allocUnsafe(Math.max(CHUNK, end - start));
         const { bytesRead } = await file.read(buf, 0, buf.length, start);
@@ -132,7 +132,7 @@ export async function verifyBundleFile(path: string, ledgerKey: LedgerKeySource,
   return fileResult(await verification.finish(), 2);
 }
 
-/** A growable list of byte offsets (16 bytes per entry: 16 MiB for 1M entries). */
+/** The byte ranges of the entries: 16 bytes each (16 MiB for 1M entries, up to twice that while it grows). */
 class Offsets {
   private data = new Float64Array(1024);
   length = 0;
@@ -148,8 +148,12 @@ class Offsets {
     this.length++;
   }
 
-  at(i: number): number {
-    return this.data[i];
+  start(i: number): number {
+    return this.data[2 * i];
+  }
+
+  end(i: number): number {
+    return this.data[2 * i + 1];
   }
 }
 
