@@ -1,12 +1,14 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { decodeProtectedHeader, type JWK } from 'jose';
-import { verifyBundle, type BundleResult } from '../core/bundle-verifier';
+import { BundleFileError, verifyBundleFile } from '../core/bundle-file';
+import type { BundleResult } from '../core/bundle-verifier';
 
 /**
  * `agent-ledger verify <bundle.json> --key <jwks.json|URL>`: checks an
- * evidence bundle offline with the pure verifier. No database; the network
- * only when the key is given as a URL.
+ * evidence bundle offline with the pure verifier, reading the file as a
+ * stream (bundle-file.ts), so its size is not limited by memory. No
+ * database; the network only when the key is given as a URL.
  */
 export async function verifyCli(args: string[], out: (s: string) => void): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -27,17 +29,24 @@ export async function verifyBundleCommand(
   opts: { origin?: string },
   out: (s: string) => void,
 ): Promise<number> {
-  let bundle: unknown;
+  const keys = await loadKeys(keySource);
+  let result: BundleResult;
   try {
-    bundle = JSON.parse(readFileSync(file, 'utf8'));
+    // streamed: bounded memory whatever the bundle's size (two passes over the file when the entries come first)
+    result = await verifyBundleFile(file, (signature) => pickKey(keys, signature), { origin: opts.origin });
   } catch (err) {
-    out(`FAILED: ${file} is not a readable JSON file (${(err as Error).message})`);
-    return 1;
+    if (err instanceof BundleFileError || isFileSystemError(err)) {
+      out(`FAILED: ${file} is not a readable JSON file (${(err as Error).message})`);
+      return 1;
+    }
+    throw err;
   }
-  const key = pickKey(await loadKeys(keySource), bundle);
-  const result = await verifyBundle(bundle, key, { origin: opts.origin });
   for (const line of report(result)) out(line);
   return result.ok ? 0 : 1;
+}
+
+function isFileSystemError(err: unknown): boolean {
+  return err instanceof Error && typeof (err as NodeJS.ErrnoException).code === 'string' && typeof (err as NodeJS.ErrnoException).syscall === 'string';
 }
 
 export function report(r: BundleResult): string[] {
@@ -76,10 +85,10 @@ async function loadKeys(source: string): Promise<JWK[]> {
 }
 
 /** The key the bundle's signature names, or the only one. */
-function pickKey(keys: JWK[], bundle: unknown): JWK {
+function pickKey(keys: JWK[], signature: unknown): JWK {
   let kid: unknown;
   try {
-    kid = decodeProtectedHeader(String((bundle as { signature?: unknown }).signature)).kid;
+    kid = decodeProtectedHeader(String(signature)).kid;
   } catch {
     kid = undefined;
   }

@@ -79,6 +79,50 @@ export function recordJcs(r: LedgerRecord): string {
   );
 }
 
+/** A JSON string with no character that JCS escapes or that needs care (`"`, backslash, controls, surrogates). */
+const PLAIN = '"([^"\\\\\\u0000-\\u001f\\ud800-\\udfff]*)"';
+const PLAIN_OR_NULL = `(?:null|${PLAIN})`;
+/** recordJcs's template with plain strings, a plain safe-integer seq and v 1; groups in key order. */
+const COMMON_RECORD = new RegExp(
+  `^\\{"agent":${PLAIN},"batch":${PLAIN},"digest":${PLAIN},"id":${PLAIN},"kid":${PLAIN},"name":${PLAIN_OR_NULL},` +
+    `"parent_span_id":${PLAIN_OR_NULL},"received_at":${PLAIN},"seq":(0|[1-9][0-9]{0,14}),"session_id":${PLAIN_OR_NULL},` +
+    `"span_id":${PLAIN},"tenant":${PLAIN},"time":${PLAIN},"trace_id":${PLAIN},"type":${PLAIN},"v":1\\}$`,
+);
+
+/**
+ * The record whose JCS text is `text`, read by one regular expression
+ * (about 4x faster than JSON.parse and recordJcs), for the common form only:
+ * every string free of the characters JCS escapes or treats specially, `seq`
+ * plain digits (at most 15, so a safe integer). Returns undefined for any
+ * other text, canonical or not: the caller then decides with JSON.parse and
+ * `recordJcs`. Whenever it returns a record, `recordJcs(record) === text`
+ * (a property test checks both directions), so the verifier's canonical-form
+ * check holds without re-serialising.
+ */
+export function parseCommonRecord(text: string): LedgerRecord | undefined {
+  const m = COMMON_RECORD.exec(text);
+  if (m === null) return undefined;
+  const [, agent, batch, digest, id, kid, name, parent_span_id, received_at, seq, session_id, span_id, tenant, time, trace_id, type] = m;
+  return {
+    v: 1,
+    tenant,
+    seq: Number(seq),
+    id,
+    trace_id,
+    span_id,
+    parent_span_id: parent_span_id ?? null,
+    session_id: session_id ?? null,
+    type,
+    name: name ?? null,
+    agent,
+    time,
+    received_at,
+    kid,
+    batch,
+    digest,
+  };
+}
+
 // The hashes below run several times per ingested event: one-shot `crypto.hash` (no Hash object per call) is
 // about twice as fast as createHash().update().digest() on these short inputs.
 

@@ -4,20 +4,82 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import type { KeyObject } from 'node:crypto';
 import fc from 'fast-check';
+import type { JWK } from 'jose';
 import { bodyDigest, BundleWriter, bundleText, entryJcs, type EvidenceBundle } from '../../src/core/bundle';
-import { InclusionVerifier, verifyBundle, type BundleCheck, type BundleResult } from '../../src/core/bundle-verifier';
+import { BundleFileError, verifyBundleFile, type BundleFileResult } from '../../src/core/bundle-file';
+import { InclusionVerifier, verifyBundle as verifyInMemory, type BundleCheck, type BundleResult } from '../../src/core/bundle-verifier';
 import { jcs } from '../../src/core/jcs';
 import { assembleInclusionProof, rootFromLeaves, verifyInclusion } from '../../src/core/merkle';
 import { signBatch } from '../../src/core/batch';
 import { leafHash } from '../../src/core/record';
 import { event, producerKey, type TestProducer } from '../support/factories';
+import { writeBigBundle } from '../support/big-bundle';
 import { MemoryLedger } from '../support/memory-ledger';
 
 const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
 const OTHER_TRACE = '0af7651916cd43dd8448eb211c80319c';
 
 const clone = (b: EvidenceBundle): EvidenceBundle => JSON.parse(JSON.stringify(b)) as EvidenceBundle;
+
+const fileDir = mkdtempSync(join(tmpdir(), 'bundle-file-'));
+process.on('exit', () => rmSync(fileDir, { recursive: true, force: true }));
+
+/**
+ * The bundle as files a verifier may be given: the service's line-per-item
+ * layout (entries before the head: two passes), re-serialised with other
+ * whitespace, and with the head before the entries (one pass), the contents
+ * digest before or after them.
+ */
+function serialisations(b: unknown): [name: string, text: string, passes: 1 | 2][] {
+  if (typeof b !== 'object' || b === null || Array.isArray(b)) return [['as JSON', JSON.stringify(b), 2]];
+  const out: [string, string, 1 | 2][] = [];
+  try {
+    out.push(['service layout', bundleText(b as EvidenceBundle), 2]);
+  } catch {
+    // not writable by the service's writer (malformed on purpose): the other forms still are
+  }
+  out.push(['pretty-printed', JSON.stringify(b, null, 2).replace(/\n/g, '\r\n'), 2]);
+  const { entries, contents_digest, ...head } = b as Record<string, unknown>;
+  out.push(['head first, tab-indented', JSON.stringify({ ...head, contents_digest, entries }, null, '\t'), 1]);
+  out.push(['head first, contents digest last', JSON.stringify({ ...head, entries, contents_digest }), 1]);
+  return out;
+}
+
+/**
+ * verifyBundle, and the streaming file verifier (what the CLI runs) on each
+ * serialisation of the same bundle: the same verdict, failures (in order),
+ * erasures and summary. A bundle the in-memory verifier refuses on its
+ * format may instead be refused by the file reader as a whole.
+ */
+async function verifyBundle(b: unknown, key: JWK | KeyObject): Promise<BundleResult> {
+  const r = await verifyInMemory(b, key);
+  const formatOnly = r.failures.length > 0 && r.failures.every((f) => f.check === 'format');
+  for (const [name, text, passes] of serialisations(b)) {
+    const file = join(fileDir, 'bundle.json');
+    writeFileSync(file, text);
+    let f: BundleFileResult;
+    try {
+      f = await verifyBundleFile(file, key);
+    } catch (err) {
+      assert.ok(err instanceof BundleFileError && formatOnly, `${name}: ${(err as Error).message}`);
+      continue;
+    }
+    if (formatOnly) {
+      assert.ok(!f.ok && f.failures.every((x) => x.check === 'format'), `${name}: ${JSON.stringify(f.failures)}`);
+      continue;
+    }
+    const { passes: fp, ...same } = f;
+    if (name.endsWith('contents digest last')) {
+      // the manifest signature can only be checked after the entries: the same failures, that one later
+      const sorted = (x: BundleResult) => ({ ...x, failures: [...x.failures].sort((a, c) => JSON.stringify(a).localeCompare(JSON.stringify(c))) });
+      assert.deepEqual(sorted(same), sorted(r), `${name}: the file verifier disagrees`);
+    } else assert.deepEqual(same, r, `${name}: the file verifier disagrees`);
+    assert.equal(fp, passes, `${name}: passes over the file`);
+  }
+  return r;
+}
 
 /** Asserts the result failed, with (at least) this check on this entry (undefined: on the bundle as a whole). */
 function assertFails(r: BundleResult, check: BundleCheck, entry?: number): void {
@@ -315,6 +377,29 @@ describe('evidence bundle verifier', () => {
     );
   });
 
+  test('InclusionVerifier refuses any changed proof element right after verifying another leaf (bytes or hex)', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 2, max: 70 }), fc.nat(), fc.nat(), fc.nat(), fc.boolean(), (size, pa, pb, flip, hex) => {
+        const l = Array.from({ length: size }, (_, i) => leafHash(`leaf ${i}`));
+        const root = rootFromLeaves(l);
+        const lookup = (r: { level: number; index: number }) => rootFromLeaves(l.slice(r.index * 2 ** r.level, (r.index + 1) * 2 ** r.level));
+        const [a, b] = [pa % size, pb % size];
+        const form = (ps: Buffer[]) => (hex ? ps.map((x) => x.toString('hex')) : ps);
+        const proofB = assembleInclusionProof(b, size, lookup);
+        if (!proofB.length) return;
+        for (let at = 0; at < proofB.length; at++) {
+          const v = new InclusionVerifier(size, root);
+          assert.equal(v.verify(hex ? l[a].toString('hex') : l[a], a, form(assembleInclusionProof(a, size, lookup))), true);
+          const bad = proofB.map((x) => Buffer.from(x));
+          bad[at][flip % 32] ^= 1 << (flip % 8);
+          assert.equal(v.verify(hex ? l[b].toString('hex') : l[b], b, form(bad)), false, `element ${at} of ${b}'s proof changed, after ${a}`);
+          assert.equal(v.verify(hex ? l[b].toString('hex') : l[b], b, form(proofB)), true);
+        }
+      }),
+      { numRuns: 300 },
+    );
+  });
+
   describe('CLI: agent-ledger verify', () => {
     const cli = resolve(__dirname, '..', '..', 'src', 'cli', 'agent-ledger.js');
     let dir: string;
@@ -332,6 +417,67 @@ describe('evidence bundle verifier', () => {
       assert.match(r.stdout, /entries:\s+5/);
       assert.match(r.stdout, /traces:\s+1/);
       assert.match(r.stdout, /tree size 10/);
+      assert.match(r.stdout, /^OK/m);
+    });
+
+    test('a re-serialised bundle (pretty-printed, CRLF, head first) verifies: exit 0', () => {
+      const { entries, ...head } = bundle;
+      for (const text of [JSON.stringify(bundle, null, 2).replace(/\n/g, '\r\n'), JSON.stringify({ ...head, entries }, null, '\t')]) {
+        writeFileSync(join(dir, 'pretty.json'), text);
+        const r = run(join(dir, 'pretty.json'));
+        assert.equal(r.status, 0, r.stdout + r.stderr);
+        assert.match(r.stdout, /entries:\s+5/);
+        assert.match(r.stdout, /^OK/m);
+      }
+    });
+
+    test('a truncated file fails cleanly: exit 1 and what is wrong, nothing verified', () => {
+      const text = bundleText(bundle);
+      const cuts = [text.indexOf('"entries"') + 100, text.indexOf('"batches"') + 50, text.indexOf('"manifest"'), text.length - 3];
+      for (const cut of cuts) {
+        writeFileSync(join(dir, 'cut.json'), text.slice(0, cut));
+        const r = run(join(dir, 'cut.json'));
+        assert.equal(r.status, 1, r.stdout + r.stderr);
+        assert.match(r.stdout, /^FAILED: .*cut\.json is not a readable JSON file \(.*ends .*truncated\?/m, `cut at ${cut}`);
+        assert.doesNotMatch(r.stdout, /^OK/m);
+        assert.equal(r.stderr, '');
+      }
+    });
+
+    test('malformed JSON fails cleanly: exit 1 naming where', () => {
+      const text = bundleText(bundle);
+      const cases: [string, RegExp][] = [
+        [text.replace(`"seq":${bundle.entries[1].seq}}`, `"seq":${bundle.entries[1].seq},}`), /entries\[1\] \(at byte \d+\) is not valid JSON/],
+        [text.replace('"batches":[', '"batches":[}'), /expected a value in "batches"/],
+        [text.replace('"manifest":', '"manifest"'), /expected ":" after "manifest"/],
+        [text.replace('"contents_digest"', '"signature"'), /the member "signature" appears twice/],
+        [`${text}{}`, /expected nothing after the top-level object/],
+      ];
+      for (const [bad, message] of cases) {
+        assert.notEqual(bad, text);
+        writeFileSync(join(dir, 'malformed.json'), bad);
+        const r = run(join(dir, 'malformed.json'));
+        assert.equal(r.status, 1, r.stdout + r.stderr);
+        assert.match(r.stdout, /^FAILED: .*malformed\.json is not a readable JSON file/m);
+        assert.match(r.stdout, message);
+        assert.equal(r.stderr, '');
+      }
+      const missing = run(join(dir, 'no-such-file.json'));
+      assert.equal(missing.status, 1);
+      assert.match(missing.stdout, /^FAILED: .*no-such-file\.json is not a readable JSON file \(ENOENT/m);
+    });
+
+    test('a big bundle is verified in bounded memory (a heap too small to hold the file parsed)', async () => {
+      // 30k entries, ~70 MB: under a 48 MB heap, JSON.parse of the file (the former CLI) runs out of memory
+      const file = join(dir, 'big.json');
+      const { ledgerJwk } = await writeBigBundle(file, 30_000);
+      writeFileSync(join(dir, 'big-jwks.json'), JSON.stringify({ keys: [ledgerJwk] }));
+      const heap = '--max-old-space-size=48';
+      const whole = spawnSync(process.execPath, [heap, '-e', `JSON.parse(require('fs').readFileSync(${JSON.stringify(file)}, 'utf8'))`], { encoding: 'utf8' });
+      assert.notEqual(whole.status, 0, 'the control: the whole file parsed does not fit the heap');
+      const r = spawnSync(process.execPath, [heap, cli, 'verify', file, '--key', join(dir, 'big-jwks.json')], { encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stdout + r.stderr);
+      assert.match(r.stdout, /entries:\s+30000/);
       assert.match(r.stdout, /^OK/m);
     });
 

@@ -10,6 +10,7 @@ import {
   genesisChainHash,
   leafHash,
   nextChainHash,
+  parseCommonRecord,
   recordJcs,
   type LedgerRecord,
 } from '../../src/core/record';
@@ -231,6 +232,60 @@ describe('recordJcs', () => {
       '{"agent":"a","batch":"batch","digest":"digest","id":"i","kid":"kid","name":null,"parent_span_id":null,' +
         '"received_at":"2026-01-01T00:00:01.000Z","seq":7,"session_id":null,"span_id":"s","tenant":"acme",' +
         '"time":"2026-01-01T00:00:00Z","trace_id":"t","type":"run.started","v":1}',
+    );
+  });
+});
+
+describe('parseCommonRecord (the verifier\'s one-pass reading of a canonical record)', () => {
+  const plain = (x: string | null) => x === null || !/["\\\u0000-\u001f\ud800-\udfff]/.test(x);
+  test('reads back every record whose strings are plain, and nothing it could not', () => {
+    fc.assert(
+      fc.property(recordArb, (r) => {
+        const textOf = recordJcs(r);
+        const p = parseCommonRecord(textOf);
+        const common = Object.values(r).every((x) => typeof x === 'number' || plain(x)) && String(r.seq).length <= 15;
+        if (common) assert.deepEqual(p, r);
+        else assert.equal(p, undefined);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  test('refuses near-canonical texts (the general path decides them)', () => {
+    const r = buildRecord('acme', 12, { id: 'i', trace_id: 't', span_id: 's', type: 'run.started', agent: 'a', time: 'T' }, 'R', 'kid', 'b', 'd');
+    const t = recordJcs(r);
+    assert.deepEqual(parseCommonRecord(t), r);
+    for (const bad of [
+      t.replace('"seq":12', '"seq":012'),
+      t.replace('"seq":12', '"seq":12.0'),
+      t.replace('"seq":12', '"seq":-12'),
+      t.replace('"seq":12', '"seq":"12"'),
+      t.replace('"agent":"a"', '"agent":"\\u0061"'),
+      t.replace('"agent":"a"', '"agent": "a"'),
+      t.replace('"name":null', '"name":"null"').replace('"name":"null"', '"name":nul'),
+      t.replace('"id":"i"', '"id":null'),
+      t.replace('"v":1}', '"v":2}'),
+      `${t} `,
+      t.replace('{"agent":"a","batch":"b"', '{"batch":"b","agent":"a"'),
+    ]) {
+      assert.notEqual(bad, t);
+      assert.equal(parseCommonRecord(bad), undefined, bad);
+    }
+  });
+
+  test('returns a record only for text that is exactly its canonical form (edited texts)', () => {
+    const edit = fc.tuple(fc.nat(), fc.nat({ max: 3 }), fc.oneof(text, fc.constantFrom('0', '00', ' ', 'null', '"', '\\', ',', '1')));
+    fc.assert(
+      fc.property(recordArb, fc.array(edit, { minLength: 1, maxLength: 3 }), (r, edits) => {
+        let t = recordJcs(r);
+        for (const [at, del, ins] of edits) {
+          const i = at % (t.length + 1);
+          t = t.slice(0, i) + ins + t.slice(i + del);
+        }
+        const p = parseCommonRecord(t);
+        if (p !== undefined) assert.equal(recordJcs(p), t);
+      }),
+      { numRuns: 3000 },
     );
   });
 });
