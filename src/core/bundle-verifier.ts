@@ -12,7 +12,7 @@ import {
   type ExportFilter,
 } from './bundle';
 import { checkpointKeyId, ed25519PublicKeyRaw, parseNote, verifyCheckpoint, type Checkpoint } from './checkpoint';
-import { hashChildren, HASH_SIZE } from './merkle';
+import { hashChildren, HASH_SIZE, largestPowerOfTwoBelow } from './merkle';
 import { batchId, LEDGER_KID, parseCommonRecord, recordJcs, type LedgerRecord } from './record';
 
 /**
@@ -834,14 +834,6 @@ export class InclusionVerifier {
     }
     return true;
   }
-}
-
-/** For n >= 2 (a shift up to 2^31 entries, 20x faster than `2 **`; a loop beyond). */
-function largestPowerOfTwoBelow(n: number): number {
-  if (n <= 0x80000000) return 1 << (31 - Math.clz32(n - 1));
-  let k = 1;
-  while (k * 2 < n) k *= 2;
-  return k;
 }
 
 function hexOf(p: Uint8Array | string): string {

@@ -42,7 +42,7 @@ export interface StoredNode extends NodeRef {
 export type NodeLookup = (ref: NodeRef) => Uint8Array;
 
 /** A half-open leaf range [start, end) whose MTH is one proof element. */
-interface LeafRange {
+export interface LeafRange {
   readonly start: number;
   readonly end: number;
 }
@@ -351,11 +351,11 @@ function consistencyRanges(m: number, n: number): LeafRange[] {
  * above end − start, so each piece of the size's binary decomposition is an
  * aligned, stored node.
  */
-function rangeRefs(range: LeafRange): NodeRef[] {
+export function rangeRefs(range: LeafRange): NodeRef[] {
   const refs: NodeRef[] = [];
   let pos = range.start;
   let remaining = range.end - range.start;
-  for (let level = highestBit(remaining); remaining > 0; level -= 1) {
+  for (let level = remaining > 0 ? log2(largestPowerOfTwoAtMost(remaining)) : 0; remaining > 0; level -= 1) {
     const width = 2 ** level;
     if (remaining >= width) {
       refs.push({ level, index: pos / width });
@@ -390,22 +390,31 @@ function foldRight(hashes: readonly Uint8Array[]): Buffer {
   return acc;
 }
 
-/** The largest power of two strictly below n (n >= 2): the split point k of RFC 9162 §2.1.1. */
-function largestPowerOfTwoBelow(n: number): number {
-  let k = 1;
-  while (k * 2 < n) k *= 2;
+/**
+ * The largest power of two strictly below n (n >= 2): the split point k of
+ * RFC 9162 §2.1.1. Math.clz32 (exact below 2^32, where it reads n as an
+ * unsigned 32-bit integer) instead of a loop: this runs for every level of
+ * every proof the export and the verifier build; a loop beyond.
+ */
+export function largestPowerOfTwoBelow(n: number): number {
+  return n <= 2 ** 31 ? 2 ** (31 - Math.clz32(n - 1)) : largestPowerOfTwoAtMost(n - 1);
+}
+
+/** The largest power of two not above n (n >= 1). */
+export function largestPowerOfTwoAtMost(n: number): number {
+  if (n < 2 ** 32) return 2 ** (31 - Math.clz32(n));
+  let k = 2 ** 32;
+  while (k * 2 <= n) k *= 2;
   return k;
 }
 
-/** floor(log2(n)) for n >= 1, without 32-bit bitwise operators. */
-function highestBit(n: number): number {
-  let level = 0;
-  while (2 ** (level + 1) <= n) level += 1;
-  return level;
+export function isPowerOfTwo(n: number): boolean {
+  return n > 0 && largestPowerOfTwoAtMost(n) === n;
 }
 
-function isPowerOfTwo(n: number): boolean {
-  return n > 0 && 2 ** highestBit(n) === n;
+/** log2 of a power of two. */
+export function log2(n: number): number {
+  return n < 2 ** 32 ? 31 - Math.clz32(n) : Math.round(Math.log2(n));
 }
 
 function isOdd(n: number): boolean {

@@ -1,4 +1,4 @@
-import { hashChildren, type NodeRef } from './merkle';
+import { hashChildren, isPowerOfTwo, largestPowerOfTwoBelow, log2, rangeRefs, type NodeRef } from './merkle';
 
 /** Stored nodes of one level read as one index range: `from..to` inclusive. */
 export interface NodeRange {
@@ -52,7 +52,7 @@ export class ProofBatch {
     const sibling = (start: number, end: number) => {
       const width = end - start;
       if (isPowerOfTwo(width)) add(log2(width), start / width);
-      else if (!this.folded.has(start)) for (const r of decompose(start, end)) add(r.level, r.index);
+      else if (!this.folded.has(start)) for (const r of rangeRefs({ start, end })) add(r.level, r.index);
     };
     const visit = (lo: number, hi: number, start: number, end: number): void => {
       if (end - start === 1) return;
@@ -95,7 +95,7 @@ export class ProofBatch {
     if (isPowerOfTwo(width)) return `"${hex(log2(width), start / width)}"`;
     let text = this.folded.get(start);
     if (text === undefined) {
-      const refs = decompose(start, end);
+      const refs = rangeRefs({ start, end });
       let acc: Buffer = Buffer.from(hex(refs[refs.length - 1].level, refs[refs.length - 1].index), 'hex');
       for (let i = refs.length - 2; i >= 0; i--) acc = hashChildren(Buffer.from(hex(refs[i].level, refs[i].index), 'hex'), acc);
       text = `"${acc.toString('hex')}"`;
@@ -151,40 +151,4 @@ function firstAtLeast(indexes: readonly number[], lo: number, hi: number, x: num
     else hi = mid;
   }
   return lo;
-}
-
-/** The complete nodes covering [start, end), largest first (start is aligned to each piece, as proof ranges are). */
-function decompose(start: number, end: number): NodeRef[] {
-  const refs: NodeRef[] = [];
-  let pos = start;
-  let remaining = end - start;
-  while (remaining > 0) {
-    const level = log2(largestPowerOfTwoAtMost(remaining));
-    const width = 2 ** level;
-    refs.push({ level, index: pos / width });
-    pos += width;
-    remaining -= width;
-  }
-  return refs;
-}
-
-/** Largest power of two < n, for n >= 2 (no 32-bit operators: sizes may pass 2^32). */
-function largestPowerOfTwoBelow(n: number): number {
-  return n <= 2 ** 31 ? 2 ** (31 - Math.clz32(n - 1)) : largestPowerOfTwoAtMost(n - 1);
-}
-
-function largestPowerOfTwoAtMost(n: number): number {
-  if (n < 2 ** 32) return 2 ** (31 - Math.clz32(n));
-  let k = 2 ** 32;
-  while (k * 2 <= n) k *= 2;
-  return k;
-}
-
-function isPowerOfTwo(n: number): boolean {
-  return n > 0 && largestPowerOfTwoAtMost(n) === n;
-}
-
-/** log2 of a power of two. */
-function log2(n: number): number {
-  return n < 2 ** 32 ? 31 - Math.clz32(n) : Math.round(Math.log2(n));
 }
