@@ -41,14 +41,19 @@ const RFC3339 =
 
 const UUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
 
+const TRACE_ID = /^[0-9a-f]{32}$/;
+const SPAN_ID = /^[0-9a-f]{16}$/;
+const ZERO_TRACE = '0'.repeat(32);
+const ZERO_SPAN = '0'.repeat(16);
+
 export const traceIdSchema = z
   .string()
-  .regex(/^[0-9a-f]{32}$/, '32 lowercase hex characters')
-  .refine((s) => s !== '0'.repeat(32), 'must not be all zeros');
+  .regex(TRACE_ID, '32 lowercase hex characters')
+  .refine((s) => s !== ZERO_TRACE, 'must not be all zeros');
 export const spanIdSchema = z
   .string()
-  .regex(/^[0-9a-f]{16}$/, '16 lowercase hex characters')
-  .refine((s) => s !== '0'.repeat(16), 'must not be all zeros');
+  .regex(SPAN_ID, '16 lowercase hex characters')
+  .refine((s) => s !== ZERO_SPAN, 'must not be all zeros');
 
 /**
  * A real calendar instant: Date.parse alone rolls 2026-02-30 over to March,
@@ -143,10 +148,6 @@ const EVENT_KEYS = new Set([
   'id', 'trace_id', 'span_id', 'parent_span_id', 'session_id', 'type', 'name', 'agent', 'time', 'duration_ms', 'status',
   'attributes',
 ]);
-const TRACE_ID = /^[0-9a-f]{32}$/;
-const SPAN_ID = /^[0-9a-f]{16}$/;
-const ZERO_TRACE = '0'.repeat(32);
-const ZERO_SPAN = '0'.repeat(16);
 const PRODUCER_TYPES: ReadonlySet<string> = new Set(EVENT_TYPES);
 
 const isSpanId = (v: unknown): boolean => typeof v === 'string' && SPAN_ID.test(v) && v !== ZERO_SPAN;

@@ -76,7 +76,7 @@ export function approvalOutcome(
 /** The denial as the prior's `when` would see a grant. */
 function asGranted(view: EventView): EventView {
   const cel: CelMap = new Map(view.cel).set('type', 'approval.granted');
-  return { ...view, type: 'approval.granted', cel };
+  return { seq: view.seq, type: 'approval.granted', timeMs: view.timeMs, cel };
 }
 
 function approverOf(event: LedgerEventForPolicy): string | null {
