@@ -28,6 +28,33 @@ export function copyLine(values: readonly CopyValue[]): string {
   return line + '\n';
 }
 
+const UNESCAPES: Record<string, string> = { '\\': '\\', t: '\t', n: '\n', r: '\r' };
+const ESCAPED = /\\([\\tnr])/g;
+
+/**
+ * The fields of a line built by `copyLine`, as PostgreSQL's text input of
+ * each column expects them (null for \N; a bytea is `\x<hex>`): the inverse
+ * of `copyLine` for the escapes it writes.
+ */
+export function copyFields(line: string): (string | null)[] {
+  // a field's own tabs and newlines are escaped: every raw tab separates fields, the raw newline ends the line
+  return line
+    .slice(0, -1)
+    .split('\t')
+    .map((f) => (f === '\\N' ? null : f.includes('\\') ? f.replace(ESCAPED, (_, c: string) => UNESCAPES[c]) : f));
+}
+
+/** Rows of `copyLine` text turned into one array per column (for `unnest`). */
+export function copyColumns(lines: readonly string[], width: number): (string | null)[][] {
+  const cols: (string | null)[][] = Array.from({ length: width }, () => []);
+  for (const line of lines) {
+    const fields = copyFields(line);
+    if (fields.length !== width) throw new Error(`a COPY line has ${fields.length} fields, not ${width}`);
+    for (let i = 0; i < width; i++) cols[i].push(fields[i]);
+  }
+  return cols;
+}
+
 export async function copyLines(client: PoolClient, table: string, columns: readonly string[], lines: readonly string[]): Promise<void> {
   if (!lines.length) return;
   await pipeline(Readable.from([lines.join('')]), client.query(copyFrom(`COPY ${table} (${columns.join(', ')}) FROM STDIN`)));

@@ -34,9 +34,13 @@ async function until(c: Client, sql: string, params: unknown[]): Promise<void> {
   while ((await c.query(sql, params)).rowCount === 0) await new Promise((r) => setTimeout(r, 20));
 }
 
-/** A backend of the app role whose transaction is open and whose last statement was the COPY of B's Merkle nodes. */
+/**
+ * A backend of the app role whose transaction is open and whose last statement wrote B's rows: the COPY of
+ * its Merkle nodes (a large group), or the one INSERT of a small group's entries, bodies and nodes.
+ */
 const B_WROTE_ITS_ROWS = `SELECT 1 FROM pg_stat_activity
-  WHERE datname = current_database() AND usename = 'agent_ledger_app' AND state = 'idle in transaction' AND query LIKE 'COPY merkle_nodes%'`;
+  WHERE datname = current_database() AND usename = 'agent_ledger_app' AND state = 'idle in transaction'
+    AND (query LIKE 'COPY merkle_nodes%' OR query LIKE 'WITH entries AS (INSERT INTO ledger_entries%')`;
 
 describe('pipelined group commit', () => {
   let t: TestApp;
@@ -107,33 +111,39 @@ describe('pipelined group commit', () => {
     return [ga, gb];
   }
 
-  test('B writes its rows while A is open, commits after A, chained onto it', async () => {
-    const tenant = 'pipe-ok';
-    const key = await setup(tenant);
-    const hold = gate();
-    const a = await batch(tenant, key, 7, hold.wait);
-    const b = await batch(tenant, key, 5);
-    const [ga, gb] = builders(tenant, a, b);
-    const pa = new Progress();
-    const pb = new Progress();
-    const ca = repo.commit(tenant, [a], ga, pa);
-    const cb = repo.commit(tenant, [b], gb, pb, pa);
+  // small groups are written by one INSERT, large ones (over 32 entries) by COPY: both ways
+  for (const [na, nb] of [
+    [7, 5],
+    [40, 40],
+  ]) {
+    test(`B writes its rows while A is open, commits after A, chained onto it (${na} and ${nb} events)`, async () => {
+      const tenant = `pipe-ok-${na}-${nb}`;
+      const key = await setup(tenant);
+      const hold = gate();
+      const a = await batch(tenant, key, na, hold.wait);
+      const b = await batch(tenant, key, nb);
+      const [ga, gb] = builders(tenant, a, b);
+      const pa = new Progress();
+      const pb = new Progress();
+      const ca = repo.commit(tenant, [a], ga, pa);
+      const cb = repo.commit(tenant, [b], gb, pb, pa);
 
-    await until(su, B_WROTE_ITS_ROWS, []);
-    // neither group is visible yet: only the key registration is committed
-    assert.equal((await su.query(`SELECT count(*)::int AS n FROM ledger_entries WHERE tenant_id = $1`, [tenant])).rows[0].n, 1);
-    hold.open();
-    const [ra, rb] = await Promise.all([ca, cb]);
-    assert.ok(await pa.asBuilt);
-    assert.ok(await pb.asBuilt, 'B was not committed as built');
+      await until(su, B_WROTE_ITS_ROWS, []);
+      // neither group is visible yet: only the key registration is committed
+      assert.equal((await su.query(`SELECT count(*)::int AS n FROM ledger_entries WHERE tenant_id = $1`, [tenant])).rows[0].n, 1);
+      hold.open();
+      const [ra, rb] = await Promise.all([ca, cb]);
+      assert.ok(await pa.asBuilt);
+      assert.ok(await pb.asBuilt, 'B was not committed as built');
 
-    const receiptsA = ra.outcomes.flatMap((o) => (o.ok ? o.receipts : []));
-    const receiptsB = rb.outcomes.flatMap((o) => (o.ok ? o.receipts : []));
-    assert.deepEqual(receiptsA.map((r) => r.seq), [2, 3, 4, 5, 6, 7, 8]);
-    assert.deepEqual(receiptsB.map((r) => r.seq), [9, 10, 11, 12, 13]);
-    const tx = await checkLedger(tenant, [receiptsA, receiptsB]);
-    assert.notEqual(tx[1], tx[8], 'A and B were one transaction');
-  });
+      const receiptsA = ra.outcomes.flatMap((o) => (o.ok ? o.receipts : []));
+      const receiptsB = rb.outcomes.flatMap((o) => (o.ok ? o.receipts : []));
+      assert.deepEqual(receiptsA.map((r) => r.seq), Array.from({ length: na }, (_, i) => 2 + i));
+      assert.deepEqual(receiptsB.map((r) => r.seq), Array.from({ length: nb }, (_, i) => 2 + na + i));
+      const tx = await checkLedger(tenant, [receiptsA, receiptsB]);
+      assert.notEqual(tx[1], tx[1 + na], 'A and B were one transaction');
+    });
+  }
 
   test('A fails after B wrote its rows: B rolls back and commits on the real head, no gap', async () => {
     const tenant = 'pipe-fail';

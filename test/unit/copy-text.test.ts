@@ -1,0 +1,39 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import fc from 'fast-check';
+import { copyColumns, copyFields, copyLine, type CopyValue } from '../../src/ledger/copy';
+
+/** What PostgreSQL's text input of the column receives for a value written by copyLine. */
+const asInput = (v: CopyValue): string | null =>
+  v === null ? null : typeof v === 'number' ? String(v) : Buffer.isBuffer(v) ? `\\x${v.toString('hex')}` : v;
+
+/** Strings made of the characters the COPY text format escapes, and their look-alikes. */
+const tricky = fc.string({ unit: fc.constantFrom('\\', '\t', '\n', '\r', 'N', 't', 'n', 'r', 'x', '"', '{', ',', 'é', '😀', ' ') });
+const value: fc.Arbitrary<CopyValue> = fc.oneof(
+  tricky,
+  fc.string(),
+  fc.constant(null),
+  fc.constant('\\N'),
+  fc.double({ noNaN: true, noDefaultInfinity: true }),
+  fc.integer(),
+  fc.uint8Array({ maxLength: 40 }).map((b) => Buffer.from(b)),
+);
+
+test('copyFields reads back exactly the fields copyLine wrote', () => {
+  fc.assert(
+    fc.property(fc.array(value, { minLength: 1, maxLength: 8 }), (values) => {
+      assert.deepEqual(copyFields(copyLine(values)), values.map(asInput));
+    }),
+    { numRuns: 2000 },
+  );
+});
+
+test('copyColumns transposes rows into columns and refuses a row of another width', () => {
+  const lines = [copyLine(['a', 1, null]), copyLine(['b\tc', 2, Buffer.from([0xab])])];
+  assert.deepEqual(copyColumns(lines, 3), [
+    ['a', 'b\tc'],
+    ['1', '2'],
+    [null, '\\xab'],
+  ]);
+  assert.throws(() => copyColumns(lines, 2), /3 fields, not 2/);
+});
