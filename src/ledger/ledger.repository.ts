@@ -113,6 +113,19 @@ const lockKey = (tenant: string) => `agent-ledger:${tenant}`;
 /** The producer kids whose revocation a commit checks under the lock. */
 const checkedKids = (batches: readonly AppendBatch[]) => [...new Set(batches.map((b) => b.checkRevokedKid).filter((k): k is string => !!k))];
 
+/** `SELECT … FROM ledger_append(…)`: lock key, tenant, kids, base seq and chain hash, then every column but the tenant. */
+const LEDGER_APPEND = `SELECT appended FROM ledger_append(${Array.from(
+  { length: 5 + ENTRY_COLUMNS.length - 1 + BODY_COLUMNS.length - 1 + NODE_COLUMNS.length - 1 + BATCH_TYPES.length - 1 },
+  (_, i) => `$${i + 1}`,
+).join(', ')})`;
+
+/**
+ * Whether a group goes to ledger_append: something to write, small, and no
+ * batch with writes of its own in the transaction (a service entry's hook).
+ */
+const fitsOneStatement = (g: GroupBuilder, batches: readonly AppendBatch[]) =>
+  g.entries.length > 0 && g.entries.length <= SMALL_GROUP && batches.every((b) => !b.inTransaction);
+
 /** A group's batch rows, one array per column (for `unnest`). */
 const batchColumns = (g: GroupBuilder) => BATCH_TYPES.map((_, i) => g.batchRows.map((r) => r[i]));
 
@@ -178,7 +191,17 @@ export class LedgerRepository {
   ): Promise<{ outcomes: BatchOutcome[]; end: TenantState }> {
     try {
       let attempts = [false, true];
-      if (prepared && after) {
+      if (prepared && !after && fitsOneStatement(prepared, batches)) {
+        const r = await this.appendAtOnce(tenant, prepared);
+        if (r === 'committed') {
+          this.states.set(tenant, prepared.end);
+          progress.built(true);
+          return { outcomes: prepared.outcomes, end: prepared.end };
+        }
+        // 'stale' (another writer moved the head, or a kid was revoked): the ordinary path reads the real head
+        this.states.delete(tenant);
+        if (r === 'replay') attempts = [true];
+      } else if (prepared && after) {
         const r = await this.commitPipelined(tenant, prepared, progress, after);
         if (r === 'committed') {
           this.states.set(tenant, prepared.end);
@@ -205,6 +228,38 @@ export class LedgerRepository {
       throw new Error('unreachable: the lookup attempt cannot detect a replay');
     } finally {
       progress.built(false);
+    }
+  }
+
+  /**
+   * A small group built ahead on the head this process last saw, committed
+   * by one statement outside a transaction block (ledger_append: lock, check
+   * the head and the kids, write every row; one round trip). 'stale' when
+   * the head moved or a kid is revoked (nothing written), 'replay' when an
+   * event id is in the ledger already.
+   */
+  private async appendAtOnce(tenant: string, g: GroupBuilder): Promise<'committed' | 'stale' | 'replay'> {
+    const runner = this.ds.createQueryRunner();
+    try {
+      const client = (await runner.connect()) as PoolClient;
+      const withoutTenant = (cols: (string | null)[][]) => cols.slice(1);
+      const { rows } = await client.query<{ appended: boolean }>(LEDGER_APPEND, [
+        lockKey(tenant),
+        tenant,
+        checkedKids(g.batches),
+        g.base.size,
+        g.base.chainHash,
+        ...withoutTenant(copyColumns(g.entries, ENTRY_COLUMNS.length)),
+        ...withoutTenant(copyColumns(g.bodies, BODY_COLUMNS.length)),
+        ...withoutTenant(copyColumns(g.nodes, NODE_COLUMNS.length)),
+        ...batchColumns(g).slice(1),
+      ]);
+      return rows[0].appended ? 'committed' : 'stale';
+    } catch (err) {
+      if ((err as { constraint?: string }).constraint === 'ledger_entries_event_id') return 'replay';
+      throw err;
+    } finally {
+      await runner.release();
     }
   }
 

@@ -208,4 +208,75 @@ describe('pipelined group commit', () => {
     const receiptsA = (await ca).outcomes.flatMap((o) => (o.ok ? o.receipts : []));
     await checkLedger(tenant, [receiptsA, receiptsB]);
   });
+
+  // A small group built ahead and not pipelined commits in one statement (ledger_append); these are its fallbacks.
+
+  /** Records what each one-statement attempt answered ('committed', 'stale', 'replay') while `work` runs. */
+  async function attemptsDuring(work: () => Promise<void>): Promise<string[]> {
+    const r = repo as unknown as { appendAtOnce(...a: unknown[]): Promise<string> };
+    const original = r.appendAtOnce;
+    const seen: string[] = [];
+    r.appendAtOnce = async (...a: unknown[]) => {
+      const out = await original.apply(repo, a);
+      seen.push(out);
+      return out;
+    };
+    try {
+      await work();
+    } finally {
+      r.appendAtOnce = original;
+    }
+    return seen;
+  }
+
+  test('one-statement commit on a head that moved: nothing written by it, the ordinary path commits after the other group', async () => {
+    const tenant = 'once-stale';
+    const key = await setup(tenant);
+    const a = await batch(tenant, key, 2);
+    const b = await batch(tenant, key, 3);
+    // both built on the same head (the key registration): B's becomes stale once A commits
+    const ga = repo.builder(tenant)!;
+    ga.add(a);
+    const gb = repo.builder(tenant)!;
+    gb.add(b);
+    let ra!: Awaited<ReturnType<LedgerRepository['commit']>>;
+    let rb!: typeof ra;
+    const attempts = await attemptsDuring(async () => {
+      ra = await repo.commit(tenant, [a], ga);
+      rb = await repo.commit(tenant, [b], gb);
+    });
+    assert.deepEqual(attempts, ['committed', 'stale']);
+    const receiptsA = ra.outcomes.flatMap((o) => (o.ok ? o.receipts : []));
+    const receiptsB = rb.outcomes.flatMap((o) => (o.ok ? o.receipts : []));
+    assert.deepEqual(receiptsA.map((r) => r.seq), [2, 3]);
+    assert.deepEqual(receiptsB.map((r) => r.seq), [4, 5, 6]);
+    assert.notDeepEqual(
+      receiptsB.map((r) => r.chain_hash),
+      gb.outcomes.flatMap((o) => (o.ok ? o.receipts.map((x) => x.chain_hash) : [])),
+      'B was stored as built on the stale head',
+    );
+    await checkLedger(tenant, [receiptsA, receiptsB]);
+  });
+
+  test('one-statement commit with a kid another process revoked: refused, nothing written', async () => {
+    const tenant = 'once-revoked';
+    const key = await setup(tenant);
+    const first = await batch(tenant, key, 1);
+    const g1 = repo.builder(tenant)!;
+    g1.add(first);
+    await repo.commit(tenant, [first], g1);
+    // revoked behind this process's back (as another instance would, in its own transaction)
+    await su.query(`UPDATE producer_keys SET revoked_at = now() WHERE tenant_id = $1 AND kid = $2`, [tenant, key.kid]);
+    const b = await batch(tenant, key, 2);
+    const g = repo.builder(tenant)!;
+    g.add(b);
+    let r!: Awaited<ReturnType<LedgerRepository['commit']>>;
+    assert.deepEqual(await attemptsDuring(async () => void (r = await repo.commit(tenant, [b], g))), ['stale']);
+    assert.equal(r.outcomes.length, 1);
+    const o = r.outcomes[0];
+    assert.ok(!o.ok && /revoked/.test(o.error.message), `outcome: ${JSON.stringify(o)}`);
+    const n = (await su.query(`SELECT count(*)::int AS n FROM ledger_entries WHERE tenant_id = $1`, [tenant])).rows[0].n;
+    assert.equal(n, 2, 'only the registration and the first batch are stored');
+  });
 });
+
