@@ -180,7 +180,9 @@ export class LedgerRepository {
    * With `after` (the group before, still in flight), the group is pipelined:
    * see `commitPipelined`. If that attempt cannot commit as built, it is
    * rolled back and the group commits the ordinary way: under the lock, on
-   * the real head.
+   * the real head. A small group built ahead with nothing in flight before
+   * it (an idle tenant's next batch) commits in one statement
+   * (`appendAtOnce`), falling back to the ordinary way likewise.
    */
   async commit(
     tenant: string,

@@ -75,7 +75,8 @@ interface Flight {
  * transaction will leave, so the database never waits for this process's
  * CPU; when it commits, the next group's transaction starts at once and only
  * streams rows. Under load this turns many small commits into few large ones;
- * idle, a batch commits at once. A batch with extra writes (`inTransaction`)
+ * idle, a batch commits at once (a small one in a single statement: see
+ * LedgerRepository.commit). A batch with extra writes (`inTransaction`)
  * commits in a group of its own. A receipt is handed out only after its
  * transaction has committed.
  *

@@ -36,8 +36,6 @@ export class ProjectorService implements OnApplicationBootstrap, OnModuleDestroy
   private readonly logger = new Logger('QueryProjector');
   private readonly running = new Map<string, Promise<void>>();
   private readonly again = new Set<string>();
-  /** The newest cursor this process knows per tenant (it only ever grows). */
-  private readonly known = new Map<string, number>();
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
   private sinceAnalyze = 0;
@@ -91,14 +89,15 @@ export class ProjectorService implements OnApplicationBootstrap, OnModuleDestroy
   /**
    * The seq up to which the read models hold the tenant's ledger, after
    * waiting (bounded) for the projection to reach the head as it is now, when
-   * it is at most SYNC_CATCH_UP_MAX entries behind. Costs one primary-key
-   * lookup when the projection is current.
+   * it is at most SYNC_CATCH_UP_MAX entries behind. Costs two primary-key
+   * lookups when the projection is current. The stored cursor is read every
+   * time, never remembered: the read models are unlogged, and after a crash
+   * of PostgreSQL they and their cursors are empty again while this process
+   * may still be running (migration 1765100000000).
    */
   async catchUp(tenant: string, maxLag = SYNC_CATCH_UP_MAX): Promise<number> {
     const head = await this.ledger.size(tenant);
-    let seq = this.known.get(tenant) ?? 0;
-    if (seq >= head) return seq;
-    seq = await this.cursor(tenant);
+    let seq = await this.cursor(tenant);
     if (seq >= head || head - seq > maxLag || !this.enabled) return seq;
     const deadline = Date.now() + SYNC_CATCH_UP_TIMEOUT_MS;
     while (seq < head && !this.stopped && Date.now() < deadline) {
@@ -112,10 +111,8 @@ export class ProjectorService implements OnApplicationBootstrap, OnModuleDestroy
   }
 
   /** The stored cursor (also moved by other processes). */
-  async cursor(tenant: string): Promise<number> {
-    const seq = await this.repo.cursor(tenant);
-    this.remember(tenant, seq);
-    return seq;
+  cursor(tenant: string): Promise<number> {
+    return this.repo.cursor(tenant);
   }
 
   /** Resolves when no walk is running in this process (the benchmark). */
@@ -123,14 +120,9 @@ export class ProjectorService implements OnApplicationBootstrap, OnModuleDestroy
     while (this.running.size > 0) await Promise.allSettled([...this.running.values()]);
   }
 
-  private remember(tenant: string, seq: number): void {
-    if (seq > (this.known.get(tenant) ?? 0)) this.known.set(tenant, seq);
-  }
-
   private async walk(tenant: string): Promise<void> {
     while (!this.stopped) {
-      const { seq, projected } = await this.repo.projectPage(tenant, PROJECTION_PAGE);
-      this.remember(tenant, seq);
+      const { projected } = await this.repo.projectPage(tenant, PROJECTION_PAGE);
       this.sinceAnalyze += projected;
       if (this.sinceAnalyze >= this.analyzeStep) {
         this.sinceAnalyze = 0;
