@@ -118,6 +118,16 @@ async function main(): Promise<void> {
     const copy1Rates: number[] = [];
     const ratios1: number[] = [];
     const cpuRows: string[] = [];
+    const walRows: string[] = [];
+    const walBytes = async () => {
+      const c = new Client({ connectionString: db.ownerUrl });
+      await c.connect();
+      try {
+        return Number((await c.query<{ b: string }>(`SELECT wal_bytes AS b FROM pg_stat_wal`)).rows[0].b);
+      } finally {
+        await c.end();
+      }
+    };
     const settled: number[] = [];
     for (const tenant of tenants) {
       const admin = await mintToken({ secret, tenant, scope: 'admin' });
@@ -128,6 +138,7 @@ async function main(): Promise<void> {
       const bodies = await signedBodies(CLIENTS * BATCHES_PER_CLIENT, key, BATCH);
       const events = bodies.length * BATCH;
       await topStatements(db, 1); // resets the counters (BENCH_PG_STATEMENTS=1 only)
+      const wal0 = await walBytes();
       const cpu0 = cpuSeconds(svc.child.pid);
       const t0 = performance.now();
       let next = 0;
@@ -143,6 +154,7 @@ async function main(): Promise<void> {
 
       // The storage limit, measured on a quiet machine: the same rows, raw COPY, identically indexed tables, no triggers.
       settled.push(await settle(svc.child.pid));
+      walRows.push((((await walBytes()) - wal0) / events / 1024).toFixed(2));
       const statements = await topStatements(db, events);
       if (statements.length) {
         console.log(`\nPostgreSQL statements of round ${tenant}, ingest and the workers' catch-up (µs per event, calls, statement):`);
@@ -192,6 +204,24 @@ async function main(): Promise<void> {
     const singles = await signedBodies(LATENCY_RPS * LATENCY_SECONDS, key, 1);
     // steady state: 50 requests/s, not the tail of the last round's backlog in the background workers
     settled.push(await settle(svc.child.pid));
+    const watcher = new Client({ connectionString: db.ownerUrl });
+    await watcher.connect();
+    // what else PostgreSQL did during the latency run (the tail's usual suspects): autovacuum workers running
+    // (sampled every 100 ms) and buffers the checkpointer wrote
+    const written = async () =>
+      Number((await watcher.query<{ n: string }>(`SELECT buffers_written AS n FROM pg_stat_checkpointer`)).rows[0].n);
+    const written0 = await written();
+    let samples = 0;
+    let vacuuming = 0;
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        const { rows } = await watcher.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'`);
+        samples++;
+        if (rows[0].n > 0) vacuuming++;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    })();
     const latencies: number[] = [];
     const start = performance.now();
     await Promise.all(
@@ -203,6 +233,10 @@ async function main(): Promise<void> {
         latencies.push(performance.now() - t);
       }),
     );
+    sampling = false;
+    await sampler;
+    const checkpointed = (await written()) - written0;
+    await watcher.end();
     latencies.sort((a, b) => a - b);
 
     results.push(['measure', 'median', 'all rounds']);
@@ -213,6 +247,7 @@ async function main(): Promise<void> {
     ]);
     const pct = (xs: number[]) => [`${(median(xs) * 100).toFixed(0)} %`, xs.map((x) => `${(x * 100).toFixed(0)}%`).join(' ')];
     results.push(['CPU µs/event during ingest: service / PostgreSQL / bench client', '', cpuRows.join(' · ')]);
+    results.push(['WAL written per event, ingest and the workers\' catch-up, KiB', '', walRows.join(' · ')]);
     results.push(['raw COPY, 4 connections, rows/s', median(copyRates).toFixed(0), copyRates.map((x) => x.toFixed(0)).join(' ')]);
     results.push(['raw COPY, 1 connection, rows/s', median(copy1Rates).toFixed(0), copy1Rates.map((x) => x.toFixed(0)).join(' ')]);
     results.push(['ingest / raw COPY (4 connections)', ...pct(ratios)]);
@@ -220,6 +255,11 @@ async function main(): Promise<void> {
     results.push(['background catch-up before each COPY baseline / the latency run, s', '', settled.map((x) => x.toFixed(1)).join(' ')]);
     results.push([`single-event p50 ms (${LATENCY_RPS} req/s)`, percentile(latencies, 50).toFixed(2), `${latencies.length} requests`]);
     results.push([`single-event p99 ms (${LATENCY_RPS} req/s)`, percentile(latencies, 99).toFixed(2), `max ${latencies[latencies.length - 1].toFixed(2)}`]);
+    results.push([
+      'during the latency run: autovacuum running / buffers the checkpointer wrote',
+      '',
+      `${((vacuuming / Math.max(1, samples)) * 100).toFixed(0)} % of ${samples} samples / ${checkpointed}`,
+    ]);
     process.stdout.write(`\nbench:ingest (${ROUNDS} rounds of ${CLIENTS * BATCHES_PER_CLIENT * BATCH} events)\n${table(results)}\n`);
   } finally {
     await svc.stop();
