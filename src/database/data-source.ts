@@ -1,7 +1,11 @@
 import { join } from 'node:path';
 import { DataSource, type DataSourceOptions } from 'typeorm';
 
-/** Compiled migrations live in dist/migrations beside dist/src. */
+/**
+ * Compiled migrations live in dist/migrations beside dist/src. `npm run build`
+ * empties that folder first (the `prebuild` script): every file the glob finds
+ * is run, so a renamed or removed migration's old output must not linger.
+ */
 export const MIGRATIONS_GLOB = join(__dirname, '..', '..', 'migrations', '*.js');
 
 export function dataSourceOptions(url: string, poolSize = 10): DataSourceOptions {
