@@ -48,52 +48,43 @@ const ENTRY_COLUMNS = [
   'tenant_id', 'seq', 'event_id', 'record', 'leaf_hash', 'chain_hash', 'trace_id', 'span_id', 'parent_span_id',
   'session_id', 'type', 'name', 'agent', 'status', 'duration_ms', 'event_time', 'received_at', 'kid', 'batch', 'digest',
 ] as const;
-/** PostgreSQL types of ENTRY_COLUMNS, in order (the small-group INSERT's `unnest`). */
-const ENTRY_TYPES = [
-  'text', 'bigint', 'uuid', 'text', 'bytea', 'bytea', 'text', 'text', 'text',
-  'text', 'text', 'text', 'text', 'text', 'float8', 'timestamptz', 'timestamptz', 'text', 'text', 'text',
-] as const;
 const BODY_COLUMNS = ['tenant_id', 'seq', 'body'] as const;
-const BODY_TYPES = ['text', 'bigint', 'text'] as const;
 const NODE_COLUMNS = ['tenant_id', 'level', 'idx', 'hash'] as const;
-const NODE_TYPES = ['text', 'smallint', 'bigint', 'bytea'] as const;
-const BATCH_INSERT = `INSERT INTO ledger_batches (tenant_id, batch, kid, jws, first_seq, entry_count)`;
-const BATCH_TYPES = ['text', 'text', 'text', 'text', 'bigint', 'int'] as const;
 
 /**
- * Groups of up to this many entries are written by one INSERT statement
- * (entries, bodies, Merkle nodes and, on the ordinary path, the batch rows:
- * one round trip) instead of three COPYs and an INSERT (seven round trips).
- * A single-event batch's commit is mostly round trips: each one costs
- * ~0.3-0.5 ms here. Bigger groups keep COPY, whose row input is cheaper than
- * parsing array parameters.
+ * Groups of up to this many entries are written by the functions of
+ * migration 1765000000000 (one round trip: ledger_append for a whole commit,
+ * ledger_write_rows and ledger_write_batches inside a transaction) instead of
+ * three COPYs and an INSERT (seven round trips). A single-event batch's commit
+ * is mostly round trips: each one costs ~0.3-0.6 ms here. Bigger groups keep
+ * COPY, whose row input is cheaper than parsing array parameters.
  */
 const SMALL_GROUP = 32;
 
-/** `unnest($n::type[], …)` over consecutive parameters from `first`. */
-const unnestOf = (types: readonly string[], first: number) =>
-  `unnest(${types.map((t, i) => `$${first + i}::${t}[]`).join(', ')})`;
+/** `$from, …` for `count` parameters. */
+const placeholders = (from: number, count: number) => Array.from({ length: count }, (_, i) => `$${from + i}`).join(', ');
 
-const SMALL_GROUP_ROWS = (() => {
-  let n = 1;
-  const next = (types: readonly string[]) => {
-    const sql = unnestOf(types, n);
-    n += types.length;
-    return sql;
-  };
-  const entries = next(ENTRY_TYPES);
-  const bodies = next(BODY_TYPES);
-  const nodes = next(NODE_TYPES);
-  const rows = `WITH entries AS (INSERT INTO ledger_entries (${ENTRY_COLUMNS.join(', ')}) SELECT * FROM ${entries}),
-    bodies AS (INSERT INTO ledger_bodies (${BODY_COLUMNS.join(', ')}) SELECT * FROM ${bodies}),
-    nodes AS (INSERT INTO merkle_nodes (${NODE_COLUMNS.join(', ')}) SELECT * FROM ${nodes})`;
-  return {
-    /** Entries, bodies and nodes; the batch rows come later (the pipelined path). */
-    rows: `${rows} SELECT 1`,
-    /** …and the batch rows, in the same statement. */
-    withBatches: `${rows} ${BATCH_INSERT} SELECT * FROM ${unnestOf(BATCH_TYPES, n)} ON CONFLICT DO NOTHING`,
-  };
-})();
+/**
+ * A group's rows as the functions take them after the tenant: one array per
+ * column of its entries, bodies and Merkle nodes. The builder writes COPY text
+ * for every group (it cannot know the group's final size while it adds to
+ * it); a small group's few lines are decoded back into fields here.
+ */
+function rowArrays(g: GroupBuilder): (string | null)[][] {
+  const columns = (lines: readonly string[], width: number) => copyColumns(lines, width).slice(1);
+  return [...columns(g.entries, ENTRY_COLUMNS.length), ...columns(g.bodies, BODY_COLUMNS.length), ...columns(g.nodes, NODE_COLUMNS.length)];
+}
+const ROW_ARRAYS = ENTRY_COLUMNS.length + BODY_COLUMNS.length + NODE_COLUMNS.length - 3;
+
+/** A group's batch rows as ledger_write_batches takes them after the tenant: batch, kid, jws, first seq, count. */
+const batchArrays = (g: GroupBuilder) => [1, 2, 3, 4, 5].map((i) => g.batchRows.map((r) => r[i]));
+const BATCH_ARRAYS = 5;
+
+const WRITE_ROWS = `SELECT ledger_write_rows($1, ${placeholders(2, ROW_ARRAYS)})`;
+const WRITE_BATCHES = `SELECT ledger_write_batches($1, ${placeholders(2, BATCH_ARRAYS)})`;
+const WRITE_ROWS_AND_BATCHES = `${WRITE_ROWS}, ledger_write_batches($1, ${placeholders(2 + ROW_ARRAYS, BATCH_ARRAYS)})`;
+/** Lock key, tenant, kids, base seq and chain hash, then the rows and the batch rows. */
+const LEDGER_APPEND = `SELECT ledger_append(${placeholders(1, 5 + ROW_ARRAYS + BATCH_ARRAYS)}) AS appended`;
 
 export interface StoredBatch {
   kid: string;
@@ -113,21 +104,12 @@ const lockKey = (tenant: string) => `agent-ledger:${tenant}`;
 /** The producer kids whose revocation a commit checks under the lock. */
 const checkedKids = (batches: readonly AppendBatch[]) => [...new Set(batches.map((b) => b.checkRevokedKid).filter((k): k is string => !!k))];
 
-/** `SELECT … FROM ledger_append(…)`: lock key, tenant, kids, base seq and chain hash, then every column but the tenant. */
-const LEDGER_APPEND = `SELECT appended FROM ledger_append(${Array.from(
-  { length: 5 + ENTRY_COLUMNS.length - 1 + BODY_COLUMNS.length - 1 + NODE_COLUMNS.length - 1 + BATCH_TYPES.length - 1 },
-  (_, i) => `$${i + 1}`,
-).join(', ')})`;
-
 /**
  * Whether a group goes to ledger_append: something to write, small, and no
  * batch with writes of its own in the transaction (a service entry's hook).
  */
 const fitsOneStatement = (g: GroupBuilder, batches: readonly AppendBatch[]) =>
   g.entries.length > 0 && g.entries.length <= SMALL_GROUP && batches.every((b) => !b.inTransaction);
-
-/** A group's batch rows, one array per column (for `unnest`). */
-const batchColumns = (g: GroupBuilder) => BATCH_TYPES.map((_, i) => g.batchRows.map((r) => r[i]));
 
 /**
  * The SQL of `nodeHexRanges` (exported for a test's EXPLAIN): $1 tenant,
@@ -244,17 +226,14 @@ export class LedgerRepository {
     const runner = this.ds.createQueryRunner();
     try {
       const client = (await runner.connect()) as PoolClient;
-      const withoutTenant = (cols: (string | null)[][]) => cols.slice(1);
       const { rows } = await client.query<{ appended: boolean }>(LEDGER_APPEND, [
         lockKey(tenant),
         tenant,
         checkedKids(g.batches),
         g.base.size,
         g.base.chainHash,
-        ...withoutTenant(copyColumns(g.entries, ENTRY_COLUMNS.length)),
-        ...withoutTenant(copyColumns(g.bodies, BODY_COLUMNS.length)),
-        ...withoutTenant(copyColumns(g.nodes, NODE_COLUMNS.length)),
-        ...batchColumns(g).slice(1),
+        ...rowArrays(g),
+        ...batchArrays(g),
       ]);
       return rows[0].appended ? 'committed' : 'stale';
     } catch (err) {
@@ -380,19 +359,18 @@ export class LedgerRepository {
 
   /**
    * A group's entries, bodies and Merkle nodes (the entries first: see
-   * commitPipelined), and its batch rows when `withBatches`: one INSERT for
-   * a small group, COPY otherwise.
+   * commitPipelined), and its batch rows when `withBatches`: one statement
+   * for a small group, COPY otherwise.
    */
   private async writeRows(client: PoolClient, g: GroupBuilder, lookupExisting: boolean, withBatches: boolean): Promise<void> {
     if (!g.entries.length) return;
     const small = g.entries.length <= SMALL_GROUP;
     try {
       if (small) {
-        await client.query(withBatches ? SMALL_GROUP_ROWS.withBatches : SMALL_GROUP_ROWS.rows, [
-          ...copyColumns(g.entries, ENTRY_COLUMNS.length),
-          ...copyColumns(g.bodies, BODY_COLUMNS.length),
-          ...copyColumns(g.nodes, NODE_COLUMNS.length),
-          ...(withBatches ? batchColumns(g) : []),
+        await client.query(withBatches ? WRITE_ROWS_AND_BATCHES : WRITE_ROWS, [
+          g.tenant,
+          ...rowArrays(g),
+          ...(withBatches ? batchArrays(g) : []),
         ]);
         return;
       }
@@ -410,8 +388,7 @@ export class LedgerRepository {
 
   private async insertBatchRows(client: { query(sql: string, params: unknown[]): Promise<unknown> }, g: GroupBuilder): Promise<void> {
     if (!g.batchRows.length) return;
-    // A batch id repeats only when a producer resends a batch whose events were partly stored.
-    await client.query(`${BATCH_INSERT} SELECT * FROM ${unnestOf(BATCH_TYPES, 1)} ON CONFLICT DO NOTHING`, batchColumns(g));
+    await client.query(WRITE_BATCHES, [g.tenant, ...batchArrays(g)]);
   }
 
   /** The state at `head`: the cached one if it is that, else the frontier loaded from stored nodes. */

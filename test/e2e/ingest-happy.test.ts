@@ -35,7 +35,7 @@ describe('signed ingest, happy path', () => {
     assert.deepEqual([v.ok, v.verified], [true, 4]);
   });
 
-  test('a small group (one INSERT) and a large one (COPY) store the same bytes and columns', async () => {
+  test('a small group (one statement) and a large one (COPY) store the same bytes and columns', async () => {
     // values the two writers encode differently: COPY's escapes, array-literal quoting, nulls, "\N" as text
     const tricky = (i: number): TraceEvent =>
       event({

@@ -36,11 +36,11 @@ async function until(c: Client, sql: string, params: unknown[]): Promise<void> {
 
 /**
  * A backend of the app role whose transaction is open and whose last statement wrote B's rows: the COPY of
- * its Merkle nodes (a large group), or the one INSERT of a small group's entries, bodies and nodes.
+ * its Merkle nodes (a large group), or the one call (ledger_write_rows) that writes a small group's entries, bodies and nodes.
  */
 const B_WROTE_ITS_ROWS = `SELECT 1 FROM pg_stat_activity
   WHERE datname = current_database() AND usename = 'agent_ledger_app' AND state = 'idle in transaction'
-    AND (query LIKE 'COPY merkle_nodes%' OR query LIKE 'WITH entries AS (INSERT INTO ledger_entries%')`;
+    AND (query LIKE 'COPY merkle_nodes%' OR query LIKE 'SELECT ledger_write_rows(%')`;
 
 describe('pipelined group commit', () => {
   let t: TestApp;
@@ -111,7 +111,7 @@ describe('pipelined group commit', () => {
     return [ga, gb];
   }
 
-  // small groups are written by one INSERT, large ones (over 32 entries) by COPY: both ways
+  // small groups are written by one statement (ledger_write_rows), large ones (over 32 entries) by COPY: both ways
   for (const [na, nb] of [
     [7, 5],
     [40, 40],
