@@ -111,6 +111,21 @@ describe('pipelined group commit', () => {
     return [ga, gb];
   }
 
+  /** Group A, held open by its hook until `hold.open()`, and group B pipelined behind it, once B has written its rows. */
+  async function pipelinedPair(tenant: string, na: number, nb: number, failA = false) {
+    const key = await setup(tenant);
+    const hold = gate();
+    const a = await batch(tenant, key, na, hold.wait, failA);
+    const b = await batch(tenant, key, nb);
+    const [ga, gb] = builders(tenant, a, b);
+    const pa = new Progress();
+    const pb = new Progress();
+    const ca = repo.commit(tenant, [a], ga, pa);
+    const cb = repo.commit(tenant, [b], gb, pb, pa);
+    await until(su, B_WROTE_ITS_ROWS, []);
+    return { a, hold, pa, pb, ca, cb };
+  }
+
   // small groups are written by one statement (ledger_write_rows), large ones (over 32 entries) by COPY: both ways
   for (const [na, nb] of [
     [7, 5],
@@ -118,17 +133,7 @@ describe('pipelined group commit', () => {
   ]) {
     test(`B writes its rows while A is open, commits after A, chained onto it (${na} and ${nb} events)`, async () => {
       const tenant = `pipe-ok-${na}-${nb}`;
-      const key = await setup(tenant);
-      const hold = gate();
-      const a = await batch(tenant, key, na, hold.wait);
-      const b = await batch(tenant, key, nb);
-      const [ga, gb] = builders(tenant, a, b);
-      const pa = new Progress();
-      const pb = new Progress();
-      const ca = repo.commit(tenant, [a], ga, pa);
-      const cb = repo.commit(tenant, [b], gb, pb, pa);
-
-      await until(su, B_WROTE_ITS_ROWS, []);
+      const { hold, pa, pb, ca, cb } = await pipelinedPair(tenant, na, nb);
       // neither group is visible yet: only the key registration is committed
       assert.equal((await su.query(`SELECT count(*)::int AS n FROM ledger_entries WHERE tenant_id = $1`, [tenant])).rows[0].n, 1);
       hold.open();
@@ -147,20 +152,12 @@ describe('pipelined group commit', () => {
 
   test('A fails after B wrote its rows: B rolls back and commits on the real head, no gap', async () => {
     const tenant = 'pipe-fail';
-    const key = await setup(tenant);
-    const hold = gate();
-    const a = await batch(tenant, key, 6, hold.wait, true);
-    const b = await batch(tenant, key, 4);
-    const [ga, gb] = builders(tenant, a, b);
-    const pa = new Progress();
-    const pb = new Progress();
-    const ca = repo.commit(tenant, [a], ga, pa).then(
+    const pair = await pipelinedPair(tenant, 6, 4, true);
+    const { a, hold, pb, cb } = pair;
+    const ca = pair.ca.then(
       () => 'committed',
       (err: Error) => err.message,
     );
-    const cb = repo.commit(tenant, [b], gb, pb, pa);
-
-    await until(su, B_WROTE_ITS_ROWS, []);
     hold.open();
     assert.equal(await ca, 'injected failure of group A');
     const rb = await cb;
@@ -174,16 +171,7 @@ describe('pipelined group commit', () => {
 
   test('another process takes the lock while B claims the next seqs: B backs off, no deadlock, one chain', async () => {
     const tenant = 'pipe-other';
-    const key = await setup(tenant);
-    const hold = gate();
-    const a = await batch(tenant, key, 3, hold.wait);
-    const b = await batch(tenant, key, 3);
-    const [ga, gb] = builders(tenant, a, b);
-    const pa = new Progress();
-    const pb = new Progress();
-    const ca = repo.commit(tenant, [a], ga, pa);
-    const cb = repo.commit(tenant, [b], gb, pb, pa);
-    await until(su, B_WROTE_ITS_ROWS, []);
+    const { hold, ca, cb } = await pipelinedPair(tenant, 3, 3);
 
     // the other process: queued on the tenant lock behind A, then writing the seq after A's last (B's first)
     const other = new Client({ connectionString: t.db.ownerUrl });
