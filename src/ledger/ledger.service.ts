@@ -1,5 +1,5 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { Inject, Injectable } from '@nestjs/common';
+import { Inject, Injectable, type OnModuleDestroy } from '@nestjs/common';
 import { importJWK, type JWK } from 'jose';
 import { readBatchHeader, signBatch, signDigests, verifyBatchSignature, type BatchAlgorithm } from '../core/batch';
 import { ChainVerifier } from '../core/chain-verifier';
@@ -15,6 +15,7 @@ import { APP_CONFIG } from '../runtime/tokens';
 import { LedgerError } from './ledger.errors';
 import { LedgerRepository, type ScanRow } from './ledger.repository';
 import type { AppendBatch, InTransaction, PreparedEvent, Receipt } from './ledger.types';
+import { IngestPriority } from './ingest-priority';
 import { Sequencer } from './sequencer';
 
 /** An entry the service writes itself (key registered, violation raised…). */
@@ -42,9 +43,13 @@ export interface VerifyResult {
 const VERIFY_PAGE = 2000;
 
 @Injectable()
-export class LedgerService {
+export class LedgerService implements OnModuleDestroy {
   readonly sequencer: Sequencer;
+  /** The background followers ask it before each page: ingest first while it is saturated. */
+  readonly priority: IngestPriority;
   private readonly listeners: ((tenant: string) => void)[] = [];
+  /** Each tenant's ledger size after this process's last commit (what a follower's lag is measured against). */
+  private readonly heads = new Map<string, number>();
 
   constructor(
     private readonly repo: LedgerRepository,
@@ -54,7 +59,11 @@ export class LedgerService {
     this.sequencer = new Sequencer(
       {
         builder: (tenant, after) => this.repo.builder(tenant, after),
-        commit: (tenant, batches, prepared, progress, after) => this.repo.commit(tenant, batches, prepared, progress, after),
+        commit: async (tenant, batches, prepared, progress, after) => {
+          const done = await this.repo.commit(tenant, batches, prepared, progress, after);
+          this.heads.set(tenant, done.end.size);
+          return done;
+        },
         onCommitted: (tenant, events, _b, seconds) => {
           this.metrics.ingestedEvents.inc(events);
           if (events > 0) for (const l of this.listeners) l(tenant);
@@ -66,6 +75,23 @@ export class LedgerService {
       config.env.INGEST_MAX_GROUP_EVENTS * 20,
     );
     this.metrics.setQueueDepthSource(() => this.sequencer.depth);
+    this.priority = new IngestPriority((now) => this.sequencer.busyMs(now), {
+      maxLag: config.env.INGEST_PRIORITY_MAX_LAG,
+      maxMs: config.env.INGEST_PRIORITY_MAX_MS,
+    });
+    this.priority.start();
+  }
+
+  onModuleDestroy(): void {
+    this.priority.stop();
+  }
+
+  /**
+   * How far a follower at `seq` is behind the tenant's head as this process
+   * last committed it (0 when this process has not written to the tenant).
+   */
+  lagBehind(tenant: string, seq: number): number {
+    return Math.max(0, (this.heads.get(tenant) ?? 0) - seq);
   }
 
   /** Appends a verified producer batch; resolves after commit. */

@@ -92,6 +92,9 @@ export class Sequencer {
   private readonly wakers = new Map<string, () => void>();
   private readonly running = new Set<string>();
   private queuedEvents = 0;
+  /** Milliseconds with events waiting or committing, up to `busySince` (see `busyMs`). */
+  private busyTotal = 0;
+  private busySince: number | undefined;
 
   constructor(
     private readonly hooks: SequencerHooks,
@@ -104,6 +107,25 @@ export class Sequencer {
     return this.queuedEvents;
   }
 
+  /**
+   * Milliseconds so far (monotonic, from `performance.now`) during which some
+   * event was waiting for or inside a transaction: sampled over a window it
+   * is how busy ingest is (see IngestPriority).
+   */
+  busyMs(now = performance.now()): number {
+    return this.busyTotal + (this.busySince === undefined ? 0 : now - this.busySince);
+  }
+
+  private addQueued(n: number): void {
+    const was = this.queuedEvents;
+    this.queuedEvents += n;
+    if (was === 0 && this.queuedEvents > 0) this.busySince = performance.now();
+    else if (was > 0 && this.queuedEvents === 0 && this.busySince !== undefined) {
+      this.busyTotal += performance.now() - this.busySince;
+      this.busySince = undefined;
+    }
+  }
+
   /** Whether `n` more events fit in the queue (back-pressure: 503 otherwise). */
   hasRoom(n: number): boolean {
     return this.queuedEvents + n <= this.maxQueuedEvents;
@@ -114,7 +136,7 @@ export class Sequencer {
       let q = this.queues.get(batch.tenant);
       if (!q) this.queues.set(batch.tenant, (q = []));
       q.push({ batch, resolve, reject });
-      this.queuedEvents += batch.events.length;
+      this.addQueued(batch.events.length);
       if (!this.running.has(batch.tenant)) void this.drain(batch.tenant);
       else this.wakers.get(batch.tenant)?.();
     });
@@ -219,7 +241,7 @@ export class Sequencer {
       if (group.items.length === 1) group.items[0].reject(err as Error);
       else for (const p of group.items) await this.commit(tenant, { items: [p], events: p.batch.events.length, sealed: true }, undefined, undefined, true);
     } finally {
-      if (!retry) this.queuedEvents -= group.events;
+      if (!retry) this.addQueued(-group.events);
     }
   }
 }

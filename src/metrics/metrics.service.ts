@@ -62,6 +62,13 @@ export class MetricsService {
     this.queueDepthSource = source;
   }
 
+  readonly followerDeferred = new Counter({
+    name: 'agent_ledger_follower_deferred_seconds_total',
+    help: 'Seconds a background follower (projector, evaluator) postponed its next page while ingest was saturated',
+    labelNames: ['follower'] as const,
+    registers: [this.registry],
+  });
+
   readonly refusedBatches = new Counter({
     name: 'agent_ledger_refused_batches_total',
     help: 'Batches refused, by problem code',

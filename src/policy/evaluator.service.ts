@@ -72,6 +72,7 @@ export class EvaluatorService implements OnApplicationBootstrap, OnModuleDestroy
   readonly enabled: boolean;
   private readonly evaluated: Counter;
   private readonly raised: Counter<'severity' | 'retro'>;
+  private readonly deferred: MetricsService['followerDeferred'];
 
   constructor(
     private readonly repo: PolicyRepository,
@@ -87,6 +88,7 @@ export class EvaluatorService implements OnApplicationBootstrap, OnModuleDestroy
       help: 'Ledger entries the policy evaluator has walked past (live)',
       registers: [metrics.registry],
     });
+    this.deferred = metrics.followerDeferred;
     this.raised = new Counter({
       name: 'agent_ledger_policy_violations_total',
       help: 'Policy violations recorded, by severity and whether retro-evaluation found them',
@@ -212,6 +214,12 @@ export class EvaluatorService implements OnApplicationBootstrap, OnModuleDestroy
     try {
       while (!this.stopped && this.store.current === loaded) {
         const from = state.seq;
+        // ingest first while it is saturated (bounded: see IngestPriority); the page read ahead waits meanwhile
+        const waited = await this.ledger.priority.yield({
+          lag: () => this.ledger.lagBehind(tenant, from),
+          stopped: () => this.stopped || this.store.current !== loaded,
+        });
+        if (waited) this.deferred.inc({ follower: 'evaluator' }, waited / 1000);
         const page = await next;
         if (!page.length && !announce) {
           await flush();
