@@ -55,7 +55,31 @@ export function copyColumns(lines: readonly string[], width: number): (string | 
   return cols;
 }
 
-export async function copyLines(client: PoolClient, table: string, columns: readonly string[], lines: readonly string[]): Promise<void> {
-  if (!lines.length) return;
-  await pipeline(Readable.from([lines.join('')]), client.query(copyFrom(`COPY ${table} (${columns.join(', ')}) FROM STDIN`)));
+const PAYLOAD_CHUNK = 1 << 20;
+
+/**
+ * The COPY data of `lines` as UTF-8, each line encoded straight into the
+ * buffer (joining them into one string first would copy every byte once more).
+ */
+export function copyPayload(lines: readonly string[]): Buffer[] {
+  const parts: Buffer[] = [];
+  let buf = Buffer.allocUnsafe(0);
+  let at = 0;
+  for (const line of lines) {
+    // a UTF-16 unit is at most 3 UTF-8 bytes
+    if (at + line.length * 3 > buf.length) {
+      if (at) parts.push(buf.subarray(0, at));
+      buf = Buffer.allocUnsafe(Math.max(PAYLOAD_CHUNK, line.length * 3));
+      at = 0;
+    }
+    at += buf.write(line, at, 'utf8');
+  }
+  if (at) parts.push(buf.subarray(0, at));
+  return parts;
+}
+
+/** COPY ... FROM STDIN of a `copyPayload`; nothing when it is empty. */
+export async function copyLines(client: PoolClient, table: string, columns: readonly string[], payload: readonly Buffer[]): Promise<void> {
+  if (!payload.length) return;
+  await pipeline(Readable.from(payload), client.query(copyFrom(`COPY ${table} (${columns.join(', ')}) FROM STDIN`)));
 }

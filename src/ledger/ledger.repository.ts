@@ -173,6 +173,8 @@ export class LedgerRepository {
     progress = new Progress(),
     after?: Progress,
   ): Promise<{ outcomes: BatchOutcome[]; end: TenantState }> {
+    // a large group's COPY data, encoded before any transaction opens (see GroupBuilder.copyPayload)
+    if (prepared && prepared.entries.length > SMALL_GROUP) prepared.copyPayload();
     try {
       let attempts = [false, true];
       if (prepared && !after && fitsOneStatement(prepared, batches)) {
@@ -374,15 +376,15 @@ export class LedgerRepository {
         ]);
         return;
       }
-      await copyLines(client, 'ledger_entries', ENTRY_COLUMNS, g.entries);
+      await copyLines(client, 'ledger_entries', ENTRY_COLUMNS, g.copyPayload().entries);
     } catch (err) {
       if ((err as { constraint?: string }).constraint === 'ledger_entries_event_id' && !lookupExisting) {
         throw new ReplayDetected();
       }
       throw err;
     }
-    await copyLines(client, 'ledger_bodies', BODY_COLUMNS, g.bodies);
-    await copyLines(client, 'merkle_nodes', NODE_COLUMNS, g.nodes);
+    await copyLines(client, 'ledger_bodies', BODY_COLUMNS, g.copyPayload().bodies);
+    await copyLines(client, 'merkle_nodes', NODE_COLUMNS, g.copyPayload().nodes);
     if (withBatches) await this.insertBatchRows(client, g);
   }
 

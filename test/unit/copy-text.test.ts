@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { copyColumns, copyFields, copyLine, type CopyValue } from '../../src/ledger/copy';
+import { copyColumns, copyFields, copyLine, copyPayload, type CopyValue } from '../../src/ledger/copy';
 
 /** What PostgreSQL's text input of the column receives for a value written by copyLine. */
 const asInput = (v: CopyValue): string | null =>
@@ -36,4 +36,20 @@ test('copyColumns transposes rows into columns and refuses a row of another widt
     [null, '\\xab'],
   ]);
   assert.throws(() => copyColumns(lines, 2), /3 fields, not 2/);
+});
+
+test('copyPayload is the UTF-8 of the joined lines, in chunks of at most 1 MiB plus one line', () => {
+  fc.assert(
+    fc.property(fc.array(fc.array(value, { minLength: 1, maxLength: 6 }).map(copyLine), { maxLength: 30 }), (lines) => {
+      assert.deepEqual(Buffer.concat(copyPayload(lines)), Buffer.from(lines.join(''), 'utf8'));
+    }),
+    { numRuns: 500 },
+  );
+  // lines that cross chunk boundaries, multi-byte characters (3 bytes per UTF-16 unit: the worst case reserved)
+  const big = Array.from({ length: 9 }, (_, i) => copyLine([`${'€'.repeat(100_000 + i * 7919)}😀`, i, '\	']));
+  const parts = copyPayload(big);
+  assert.ok(parts.length > 1, 'several chunks');
+  assert.ok(parts.every((p) => p.length > 0));
+  assert.deepEqual(Buffer.concat(parts), Buffer.from(big.join(''), 'utf8'));
+  assert.deepEqual(copyPayload([]), []);
 });
