@@ -11,6 +11,7 @@ import {
 import { Counter } from 'prom-client';
 import { LedgerService, type ServiceEvent } from '../ledger/ledger.service';
 import { MetricsService } from '../metrics/metrics.service';
+import { Semaphore } from '../common/semaphore';
 import type { AppConfig } from '../runtime/runtime';
 import { APP_CONFIG } from '../runtime/tokens';
 import { PolicySetStore, type LoadedPolicySet } from './policy-set.store';
@@ -73,6 +74,8 @@ export class EvaluatorService implements OnApplicationBootstrap, OnModuleDestroy
   private readonly evaluated: Counter;
   private readonly raised: Counter<'severity' | 'retro'>;
   private readonly deferred: MetricsService['followerDeferred'];
+  /** Tenant walks at once: a quarter of the pool (each takes two connections, and its violations a commit's). */
+  private readonly walks: Semaphore;
 
   constructor(
     private readonly repo: PolicyRepository,
@@ -89,6 +92,7 @@ export class EvaluatorService implements OnApplicationBootstrap, OnModuleDestroy
       registers: [metrics.registry],
     });
     this.deferred = metrics.followerDeferred;
+    this.walks = new Semaphore(Math.max(1, Math.floor(config.env.DATABASE_POOL_SIZE / 4)));
     this.raised = new Counter({
       name: 'agent_ledger_policy_violations_total',
       help: 'Policy violations recorded, by severity and whether retro-evaluation found them',
@@ -175,12 +179,28 @@ export class EvaluatorService implements OnApplicationBootstrap, OnModuleDestroy
     }
   }
 
-  /** Walks the tenant's ledger from its cursor to the head, page by page. */
+  /**
+   * Walks the tenant's ledger from its cursor to the head, page by page,
+   * after giving way to saturated ingest (bounded: see IngestPriority). The
+   * wait comes before the walk takes its lock session: a deferred walk holds
+   * no pool connection (one per waiting tenant would starve ingest's own
+   * commits of connections); once started, a walk runs to the head.
+   */
   private async run(tenant: string): Promise<void> {
-    const loaded = this.store.current;
-    if (!loaded) return;
-    // When another process holds the lock it walks these entries; the poll covers a lock released meanwhile.
-    await this.withLock(tenant, false, () => this.walk(tenant, loaded));
+    const waited = await this.ledger.priority.yield({
+      lag: () => this.ledger.lagBehind(tenant, this.engines.get(tenant)?.seq ?? 0),
+      stopped: () => this.stopped,
+    });
+    if (waited) this.deferred.inc({ follower: 'evaluator' }, waited / 1000);
+    // A walk holds its lock session and needs another connection for its reads and writes: walks without a
+    // bound (one per tenant, all starting as a deferral ends) could take every connection of the pool and wait
+    // for one more, for ever.
+    await this.walks.run(async () => {
+      const loaded = this.store.current;
+      if (!loaded || this.stopped) return;
+      // When another process holds the lock it walks these entries; the poll covers a lock released meanwhile.
+      await this.withLock(tenant, false, () => this.walk(tenant, loaded));
+    });
   }
 
   /**
@@ -214,12 +234,6 @@ export class EvaluatorService implements OnApplicationBootstrap, OnModuleDestroy
     try {
       while (!this.stopped && this.store.current === loaded) {
         const from = state.seq;
-        // ingest first while it is saturated (bounded: see IngestPriority); the page read ahead waits meanwhile
-        const waited = await this.ledger.priority.yield({
-          lag: () => this.ledger.lagBehind(tenant, from),
-          stopped: () => this.stopped || this.store.current !== loaded,
-        });
-        if (waited) this.deferred.inc({ follower: 'evaluator' }, waited / 1000);
         const page = await next;
         if (!page.length && !announce) {
           await flush();

@@ -331,3 +331,50 @@ describe('INGEST_PRIORITY_MAX_LAG=0: nothing waits for ingest', () => {
     assert.equal(await deferredSeconds(h.t.url, 'evaluator'), 0);
   });
 });
+
+/**
+ * A small pool (4 connections) and five tenants: A stalled, B, C and D commit while ingest is saturated, so
+ * their evaluator walks all become due when the deferral ends. A deferred walk holds no connection, and walks
+ * run a quarter of the pool at a time (each needs two connections): without both, the walks took every
+ * connection and waited for one more, E's ingest waited past MAX_MS, and app.close() hung.
+ */
+describe('a small pool: deferred walks neither starve ingest of connections nor deadlock', () => {
+  const h = new Harness();
+  const names = ['a', 'b', 'c', 'd', 'e'].map((x) => `pool-${x}`);
+  let ts: Tenant[];
+  before(async () => {
+    await h.start({ INGEST_PRIORITY_MAX_MS: String(MAX_MS), DATABASE_POOL_SIZE: '4' });
+    ts = [];
+    for (const n of names) ts.push(await h.tenant(n));
+    await h.settled(...names);
+  });
+  after(async () => {
+    const closed = await Promise.race([h.stop().then(() => 'closed'), sleep(20_000).then(() => 'hung')]);
+    assert.equal(closed, 'closed', 'app.close() hung: evaluator walks stuck on the pool');
+  });
+
+  test("another tenant's batch commits while the walks wait; everything catches up after the stall", async () => {
+    const [a, b, c, d, e] = ts;
+    const stalled = await h.stall(a);
+    await sleep(600);
+    for (const tn of [b, c, d]) {
+      await tn.writer.send(run(2).events);
+      await sleep(200);
+    }
+    const s = performance.now();
+    const r = await Promise.race([e.writer.send(run(2).events).then(() => 'ok'), sleep(MAX_MS + 5000).then(() => 'pending')]);
+    assert.equal(r, 'ok', `E's batch still pending ${Math.round(performance.now() - s)} ms later`);
+    await stalled.release();
+    assert.equal((await stalled.sent.promise).status, 201);
+    for (const n of names) {
+      let p: Progress | undefined;
+      await waitFor(
+        async () => {
+          p = await h.progress(n);
+          return p.projected === p.head && p.evaluated === p.head;
+        },
+        () => `${n}: ${JSON.stringify(p)}`,
+      );
+    }
+  });
+});
