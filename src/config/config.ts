@@ -79,8 +79,8 @@ export const envSchema = z
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     LOG_FORMAT: z.enum(['json', 'pretty']).optional(),
     INGEST_MAX_GROUP_EVENTS: int(1, 100_000).default(5000),
-    // ingest first: while producers saturate the sequencer, the projector and the evaluator postpone their pages
-    // until they are this many entries behind (0: never postpone) or have waited this long
+    // ingest first: while producers saturate the sequencer, the policy evaluator postpones its walk until it is
+    // this many entries behind (0: never postpone) or has waited this long
     INGEST_PRIORITY_MAX_LAG: int(0, 10_000_000).default(100_000),
     INGEST_PRIORITY_MAX_MS: int(0, 600_000).default(5000),
     WEBHOOK_ALLOWED_HOSTS: hostList.prefault(''),

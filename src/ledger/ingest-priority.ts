@@ -1,23 +1,24 @@
 /**
- * Ingest first. The background followers of the ledger (the query projector
- * and the policy evaluator) share the machine with the ingest path: on two
- * cores, while producers keep the sequencer busy, every page a follower
- * projects or evaluates is CPU (the service's and PostgreSQL's) taken from
- * the commits producers are waiting for. So while ingest is saturated, a
- * follower postpones its next page, within bounds: it runs anyway once it
- * is `maxLag` entries behind the head or has waited `maxMs`, and at once
- * when someone waits for it (a query that wants the read models current).
- * Nothing is skipped, only moved: the followers catch up as soon as ingest
- * leaves the CPU (their lag is reported: `projected_seq`, the metrics).
- * Under sustained saturation the lag bound makes them run, and ingest slows
- * to what the machine can also follow.
+ * Ingest first, for the policy evaluator. The evaluator follows the ledger
+ * on this process's event loop (it reads bodies, parses them, evaluates
+ * rules: ~30 µs an entry), the same loop that parses, checks and commits
+ * producers' batches. So while ingest is saturated, the evaluator postpones
+ * its walk, within bounds: it runs anyway once it is `maxLag` entries behind
+ * the head or has waited `maxMs`. Nothing is skipped, only moved: it catches
+ * up as soon as ingest leaves the CPU. Under sustained saturation the lag
+ * bound makes it run, and ingest slows to what the machine can also follow.
+ *
+ * The query projector does not give way: its work runs inside PostgreSQL,
+ * mostly on CPU that the ingest chain leaves idle, and postponed it caught
+ * up alone afterwards, so a burst took longer in all (bench:ingest, three
+ * configurations alternated, BENCHMARKS.md).
  *
  * "Saturated" is measured, not guessed: the share of the last
  * WINDOW_SAMPLES × SAMPLE_MS during which the sequencer had events waiting
  * for or inside a transaction (Sequencer.busyMs) is at least BUSY_SHARE.
  * Producers that leave the sequencer idle between their batches (single
  * events at 50 requests/s keep it busy about a quarter of the time) never
- * delay a follower.
+ * delay the evaluator.
  */
 
 export const SAMPLE_MS = 50;
@@ -36,8 +37,6 @@ export interface PrioritySettings {
 export interface YieldOptions {
   /** Entries the follower is behind the head (an estimate is fine: `maxMs` bounds the wait anyway). */
   lag(): number;
-  /** True when someone waits for the follower: it then runs at once. */
-  urgent?(): boolean;
   /** True when the follower is shutting down. */
   stopped?(): boolean;
 }
@@ -115,7 +114,7 @@ export class IngestPriority {
   /**
    * Resolves when the follower should run its next page: at once unless
    * ingest is saturated, else when it no longer is, or the follower is
-   * `maxLag` behind, or after `maxMs`, or when it becomes urgent or stops.
+   * `maxLag` behind, or after `maxMs`, or when it stops.
    * Returns the milliseconds it waited.
    */
   async yield(o: YieldOptions): Promise<number> {
@@ -124,7 +123,6 @@ export class IngestPriority {
       !this.saturated ||
       o.lag() >= this.settings.maxLag ||
       this.now() - start >= this.settings.maxMs ||
-      (o.urgent?.() ?? false) ||
       (o.stopped?.() ?? false);
     if (mustRun()) return 0;
     do await new Promise((r) => setTimeout(r, RECHECK_MS));

@@ -64,7 +64,7 @@ export class MetricsService {
 
   readonly followerDeferred = new Counter({
     name: 'agent_ledger_follower_deferred_seconds_total',
-    help: 'Seconds a background follower (projector, evaluator) postponed its next page while ingest was saturated',
+    help: 'Seconds a follower of the ledger (the policy evaluator) postponed its walk while ingest was saturated',
     labelNames: ['follower'] as const,
     registers: [this.registry],
   });

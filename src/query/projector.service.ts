@@ -1,6 +1,5 @@
 import { Inject, Injectable, Logger, type OnApplicationBootstrap, type OnModuleDestroy } from '@nestjs/common';
 import { LedgerService } from '../ledger/ledger.service';
-import { MetricsService } from '../metrics/metrics.service';
 import type { AppConfig } from '../runtime/runtime';
 import { APP_CONFIG } from '../runtime/tokens';
 import { ProjectorRepository } from './projector.repository';
@@ -39,10 +38,6 @@ export class ProjectorService implements OnApplicationBootstrap, OnModuleDestroy
   private readonly again = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
-  /** Tenants a query is waiting for (their walk does not yield to ingest). */
-  private readonly awaited = new Map<string, number>();
-  /** Where this process last left each tenant's projection: only to estimate the lag while ingest has priority. */
-  private readonly lastSeq = new Map<string, number>();
   private sinceAnalyze = 0;
   private analyzeStep = FIRST_ANALYZE;
   /** Whether this process projects (QUERY_PROJECTOR); when not, it only reads the cursor. */
@@ -52,7 +47,6 @@ export class ProjectorService implements OnApplicationBootstrap, OnModuleDestroy
     private readonly repo: ProjectorRepository,
     private readonly ledger: LedgerService,
     @Inject(APP_CONFIG) config: AppConfig,
-    private readonly metrics: MetricsService,
   ) {
     this.enabled = config.env.QUERY_PROJECTOR;
   }
@@ -106,20 +100,12 @@ export class ProjectorService implements OnApplicationBootstrap, OnModuleDestroy
     let seq = await this.cursor(tenant);
     if (seq >= head || head - seq > maxLag || !this.enabled) return seq;
     const deadline = Date.now() + SYNC_CATCH_UP_TIMEOUT_MS;
-    // a reader waits: the walk runs at once, even while ingest has priority
-    this.awaited.set(tenant, (this.awaited.get(tenant) ?? 0) + 1);
-    try {
-      while (seq < head && !this.stopped && Date.now() < deadline) {
-        this.wake(tenant);
-        await this.running.get(tenant);
-        seq = await this.cursor(tenant);
-        // another process holds the cursor row: let it finish its page
-        if (seq < head) await new Promise((r) => setTimeout(r, 5));
-      }
-    } finally {
-      const n = this.awaited.get(tenant)! - 1;
-      if (n > 0) this.awaited.set(tenant, n);
-      else this.awaited.delete(tenant);
+    while (seq < head && !this.stopped && Date.now() < deadline) {
+      this.wake(tenant);
+      await this.running.get(tenant);
+      seq = await this.cursor(tenant);
+      // another process holds the cursor row: let it finish its page
+      if (seq < head) await new Promise((r) => setTimeout(r, 5));
     }
     return seq;
   }
@@ -136,14 +122,7 @@ export class ProjectorService implements OnApplicationBootstrap, OnModuleDestroy
 
   private async walk(tenant: string): Promise<void> {
     while (!this.stopped) {
-      const waited = await this.ledger.priority.yield({
-        lag: () => this.ledger.lagBehind(tenant, this.lastSeq.get(tenant) ?? 0),
-        urgent: () => this.awaited.has(tenant),
-        stopped: () => this.stopped,
-      });
-      if (waited) this.metrics.followerDeferred.inc({ follower: 'projector' }, waited / 1000);
-      const { seq, projected } = await this.repo.projectPage(tenant, PROJECTION_PAGE);
-      this.lastSeq.set(tenant, seq);
+      const { projected } = await this.repo.projectPage(tenant, PROJECTION_PAGE);
       this.sinceAnalyze += projected;
       if (this.sinceAnalyze >= this.analyzeStep) {
         this.sinceAnalyze = 0;

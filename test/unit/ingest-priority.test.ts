@@ -4,37 +4,17 @@ import { jcs } from '../../src/core/jcs';
 import { BusyWindow, IngestPriority, SAMPLE_MS, WINDOW_SAMPLES, type PrioritySettings } from '../../src/ledger/ingest-priority';
 import type { AppendBatch } from '../../src/ledger/ledger.types';
 import { Sequencer, type SequencerHooks } from '../../src/ledger/sequencer';
+import { sleep, waitFor, watch } from '../support/async';
 import { events } from '../support/factories';
 
 /**
  * Ingest first (src/ledger/ingest-priority.ts): the busy window over a
- * busy-time counter, the bounded deferral a follower asks for before each
- * page, and the counter itself as the sequencer keeps it.
+ * busy-time counter, the bounded deferral the evaluator asks for before each
+ * walk, and the counter itself as the sequencer keeps it.
  */
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 /** Polls `cond` until it holds; fails after `timeoutMs`. */
-async function until(cond: () => boolean, what: string, timeoutMs = 3000): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!cond()) {
-    if (performance.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
-    await sleep(5);
-  }
-}
-
-/** A promise whose settlement the test can look at without awaiting it. */
-function watch<T>(p: Promise<T>): { promise: Promise<T>; readonly done: boolean } {
-  let done = false;
-  const promise = p.finally(() => (done = true));
-  promise.catch(() => undefined);
-  return {
-    promise,
-    get done() {
-      return done;
-    },
-  };
-}
+const until = (cond: () => boolean, what: string, timeoutMs = 3000) => waitFor(cond, what, timeoutMs, 5);
 
 /** `p`'s value, or a failure when it takes longer than `ms`. */
 async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
@@ -197,7 +177,7 @@ describe('IngestPriority.yield', { concurrency: true }, () => {
 
   test('while saturated, waits until ingest stops being busy', async (t) => {
     const { p, load } = await saturated(t);
-    const y = watch(p.yield({ lag: () => 0, urgent: () => false, stopped: () => false }));
+    const y = watch(p.yield({ lag: () => 0, stopped: () => false }));
     await sleep(120);
     assert.equal(y.done, false, 'deferred while ingest stays busy');
     load.off();
@@ -239,21 +219,13 @@ describe('IngestPriority.yield', { concurrency: true }, () => {
     assert.equal(p.saturated, true);
   });
 
-  test('returns when the follower becomes urgent (a query waits for it), or when it stops', async (t) => {
+  test('returns when the follower stops', async (t) => {
     const { p } = await saturated(t);
-    assert.equal(await atOnce(p.yield({ lag: () => 0, urgent: () => true })), 'at once');
     assert.equal(await atOnce(p.yield({ lag: () => 0, stopped: () => true })), 'at once');
-
-    let urgent = false;
     let stopped = false;
-    const u = watch(p.yield({ lag: () => 0, urgent: () => urgent, stopped: () => false }));
-    const s = watch(p.yield({ lag: () => 0, urgent: () => false, stopped: () => stopped }));
+    const s = watch(p.yield({ lag: () => 0, stopped: () => stopped }));
     await sleep(80);
-    assert.equal(u.done, false);
     assert.equal(s.done, false);
-    urgent = true;
-    assert.ok((await within(u.promise, 2000, 'yield once urgent')) >= 80);
-    assert.equal(s.done, false, 'the other follower is still deferred');
     stopped = true;
     assert.ok((await within(s.promise, 2000, 'yield once stopped')) >= 80);
     assert.equal(p.saturated, true);
@@ -286,14 +258,14 @@ describe('IngestPriority.yield', { concurrency: true }, () => {
   test('totalDeferredMs adds up the deferrals; a page run at once adds nothing', async (t) => {
     const { p, clock } = await saturated(t, { maxMs: 10_000 });
     assert.equal(p.totalDeferredMs, 0);
-    let urgent = false;
-    const first = watch(p.yield({ lag: () => 0, urgent: () => urgent }));
+    let behind = 0;
+    const first = watch(p.yield({ lag: () => behind }));
     await sleep(60);
-    urgent = true;
+    behind = 1000;
     const w1 = await within(first.promise, 2000, 'first deferral');
     assert.ok(w1 >= 60, `first deferral ${w1} ms`);
     assert.equal(p.totalDeferredMs, w1);
-    assert.equal(await p.yield({ lag: () => 0, urgent: () => true }), 0);
+    assert.equal(await p.yield({ lag: () => 1000 }), 0, 'at the lag bound: at once');
     assert.equal(p.totalDeferredMs, w1);
     const second = watch(p.yield({ lag: () => 0 }));
     await sleep(40);
