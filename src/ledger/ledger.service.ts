@@ -45,10 +45,10 @@ const VERIFY_PAGE = 2000;
 @Injectable()
 export class LedgerService implements OnModuleDestroy {
   readonly sequencer: Sequencer;
-  /** The background followers ask it before each page: ingest first while it is saturated. */
+  /** The policy evaluator asks it before each walk: ingest first while it is saturated. */
   readonly priority: IngestPriority;
   private readonly listeners: ((tenant: string) => void)[] = [];
-  /** Each tenant's ledger size after this process's last commit (what a follower's lag is measured against). */
+  /** Each tenant's ledger size after this process's last commit (what the evaluator's lag is measured against). */
   private readonly heads = new Map<string, number>();
 
   constructor(
