@@ -140,6 +140,11 @@ export class LedgerRepository {
 
   constructor(@InjectDataSource() private readonly ds: DataSource) {}
 
+  /** The tenant's ledger size after this process's last commit, if it knows it (no query). */
+  knownSize(tenant: string): number | undefined {
+    return this.states.get(tenant)?.size;
+  }
+
   /**
    * A builder for the group after `after` (a group in flight, on the state it
    * will leave, knowing its receipts) or after the last known commit;

@@ -48,8 +48,6 @@ export class LedgerService implements OnModuleDestroy {
   /** The policy evaluator asks it before each walk: ingest first while it is saturated. */
   readonly priority: IngestPriority;
   private readonly listeners: ((tenant: string) => void)[] = [];
-  /** Each tenant's ledger size after this process's last commit (what the evaluator's lag is measured against). */
-  private readonly heads = new Map<string, number>();
 
   constructor(
     private readonly repo: LedgerRepository,
@@ -59,11 +57,7 @@ export class LedgerService implements OnModuleDestroy {
     this.sequencer = new Sequencer(
       {
         builder: (tenant, after) => this.repo.builder(tenant, after),
-        commit: async (tenant, batches, prepared, progress, after) => {
-          const done = await this.repo.commit(tenant, batches, prepared, progress, after);
-          this.heads.set(tenant, done.end.size);
-          return done;
-        },
+        commit: (tenant, batches, prepared, progress, after) => this.repo.commit(tenant, batches, prepared, progress, after),
         onCommitted: (tenant, events, _b, seconds) => {
           this.metrics.ingestedEvents.inc(events);
           if (events > 0) for (const l of this.listeners) l(tenant);
@@ -88,10 +82,11 @@ export class LedgerService implements OnModuleDestroy {
 
   /**
    * How far a follower at `seq` is behind the tenant's head as this process
-   * last committed it (0 when this process has not written to the tenant).
+   * last committed it (0 when it does not know that head: not written here,
+   * or its last commit fell back).
    */
   lagBehind(tenant: string, seq: number): number {
-    return Math.max(0, (this.heads.get(tenant) ?? 0) - seq);
+    return Math.max(0, (this.repo.knownSize(tenant) ?? 0) - seq);
   }
 
   /** Appends a verified producer batch; resolves after commit. */
