@@ -57,6 +57,11 @@ export interface ServiceProcess {
   stop(): Promise<void>;
 }
 
+/** BENCH_SERVICE_ENV="QUERY_PROJECTOR=false POLICY_EVALUATOR=false": the service's switches, for comparisons. */
+export function benchServiceEnv(): Record<string, string> {
+  return Object.fromEntries((process.env.BENCH_SERVICE_ENV ?? '').split(/\s+/).filter(Boolean).map((kv) => kv.split(/=(.*)/s, 2)));
+}
+
 /** `node dist/src/main.js` against the bench database, as an operator would run it. */
 export async function startService(db: BenchDb, extraEnv: Record<string, string> = {}): Promise<ServiceProcess> {
   const port = await freePort();
@@ -76,8 +81,7 @@ export async function startService(db: BenchDb, extraEnv: Record<string, string>
       LEDGER_SIGNING_KEY: JSON.stringify(await exportJWK(privateKey)),
       LOG_LEVEL: 'warn',
       ...extraEnv,
-      // BENCH_SERVICE_ENV="QUERY_PROJECTOR=false POLICY_EVALUATOR=false": the service's switches, for comparisons
-      ...Object.fromEntries((process.env.BENCH_SERVICE_ENV ?? '').split(/\s+/).filter(Boolean).map((kv) => kv.split(/=(.*)/s, 2))),
+      ...benchServiceEnv(),
     },
     stdio: ['ignore', 'inherit', 'inherit'],
   });
