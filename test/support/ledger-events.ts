@@ -1,3 +1,4 @@
+import { waitFor } from './async';
 import type { TraceEvent } from '../../src/core/event';
 import type { LedgerRecord } from '../../src/core/record';
 import { asSuperuser, type TestDatabase } from './db';
@@ -26,11 +27,7 @@ export async function storedEvents(db: TestDatabase, tenant: string): Promise<St
 
 /** Waits until `check` returns a value (not undefined), polling; fails after `ms`. */
 export async function eventually<T>(check: () => Promise<T | undefined>, ms = 5000, what = 'condition'): Promise<T> {
-  const until = Date.now() + ms;
-  for (;;) {
-    const v = await check();
-    if (v !== undefined) return v;
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  let v: T | undefined;
+  await waitFor(async () => (v = await check()) !== undefined, what, ms, 50);
+  return v!;
 }
