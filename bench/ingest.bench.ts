@@ -6,7 +6,7 @@ import { mintToken } from '../src/auth/token';
 import { newSpanId, newTraceId } from '../src/client/ledger-client';
 import { signBatch } from '../src/core/batch';
 import { producerKey, registerKey } from '../test/support/factories';
-import { BENCH_SECRET, benchServiceEnv, cpuSeconds, median, percentile, realisticEvent, startBenchDb, startService, table, topStatements } from './support';
+import { BENCH_SECRET, benchServiceEnv, cpuSeconds, median, percentile, realisticEvent, sampleWaits, startBenchDb, startService, table, topStatements } from './support';
 
 /**
  * npm run bench:ingest — signed batches of 500 over HTTP from 4 concurrent
@@ -164,6 +164,7 @@ async function main(): Promise<void> {
       await topStatements(db, 1); // resets the counters (BENCH_PG_STATEMENTS=1 only)
       const wal0 = await walBytes();
       const cpu0 = cpuSeconds(svc.child.pid);
+      const waits = sampleWaits(db);
       const t0 = performance.now();
       let next = 0;
       await Promise.all(
@@ -172,6 +173,11 @@ async function main(): Promise<void> {
         }),
       );
       const ingestS = (performance.now() - t0) / 1000;
+      const waited = await waits.stop();
+      if (waited.length) {
+        console.log(`\nThe service's PostgreSQL backends during the ingest of round ${tenant} (backends per sample, state | statement):`);
+        console.log(table(waited));
+      }
       const cpu1 = cpuSeconds(svc.child.pid);
       const perEvent = (k: keyof typeof cpu0) => (((cpu1[k] - cpu0[k]) * 1e6) / events).toFixed(0);
       cpuRows.push(`${perEvent('service')} / ${perEvent('postgres')} / ${perEvent('bench')}`);

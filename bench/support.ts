@@ -209,3 +209,43 @@ export function cpuSeconds(servicePid: number | undefined): { bench: number; ser
   }
   return out;
 }
+
+/**
+ * With BENCH_PG_WAITS=1: samples pg_stat_activity every 5 ms for the
+ * runtime role's backends until `stop()`, which returns table rows of the
+ * share of samples in each state (on CPU, or the wait event) and statement:
+ * where the ingest chain waits. Nothing without the variable.
+ */
+export function sampleWaits(db: BenchDb): { stop(): Promise<string[][]> } {
+  if (!process.env.BENCH_PG_WAITS) return { stop: async () => [] };
+  const c = new Client({ connectionString: db.ownerUrl });
+  const counts = new Map<string, number>();
+  let samples = 0;
+  let running = true;
+  const loop = (async () => {
+    await c.connect();
+    while (running) {
+      const { rows } = await c.query<{ what: string }>(
+        `SELECT CASE WHEN state = 'active' AND wait_event IS NULL THEN 'on CPU'
+                     ELSE coalesce(wait_event_type || ':' || wait_event, state) END
+                || ' | ' || CASE WHEN state = 'active' OR state LIKE 'idle in%' THEN left(regexp_replace(query, '\\s+', ' ', 'g'), 60) ELSE '' END AS what
+         FROM pg_stat_activity WHERE usename = 'agent_ledger_app' AND pid <> pg_backend_pid()`,
+      );
+      samples++;
+      for (const r of rows) counts.set(r.what, (counts.get(r.what) ?? 0) + 1);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    await c.end();
+  })();
+  return {
+    stop: async () => {
+      running = false;
+      await loop;
+      return [...counts]
+        .sort((a, b) => b[1] - a[1])
+        .slice(0, 20)
+        .map(([what, n]) => [(n / samples).toFixed(2), what]);
+    },
+  };
+}
+
