@@ -4,8 +4,6 @@ import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import { Logger } from 'nestjs-pino';
 import { AppModule } from './app.module';
 import { MAX_BATCH_BYTES } from './core/event';
-import { registerIngestBodyParsing } from './ingest/ingest-body';
-import { IngestWorkers } from './ingest/ingest-workers';
 import { MetricsService } from './metrics/metrics.service';
 import { registerOtlpBodyParsing } from './otlp/otlp-body';
 import type { AppConfig } from './runtime/runtime';
@@ -22,7 +20,6 @@ export async function createApp(config: AppConfig): Promise<NestFastifyApplicati
 
   const fastify = app.getHttpAdapter().getInstance();
   registerOtlpBodyParsing(fastify);
-  registerIngestBodyParsing(app, app.get(IngestWorkers), MAX_BATCH_BYTES);
   const metrics = app.get(MetricsService);
   fastify.addHook('onResponse', async (request, reply) => {
     const route = request.routeOptions.url ?? 'unmatched';

@@ -1,5 +1,4 @@
 import { isIP } from 'node:net';
-import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 
 /**
@@ -84,10 +83,6 @@ export const envSchema = z
     // this many entries behind (0: never postpone) or has waited this long
     INGEST_PRIORITY_MAX_LAG: int(0, 10_000_000).default(100_000),
     INGEST_PRIORITY_MAX_MS: int(0, 600_000).default(5000),
-    // worker threads that parse and prepare large signed batches off the event loop (0: none); default: one per core
-    // beyond the first, at most 4. Bodies smaller than INGEST_WORKER_MIN_BYTES are parsed on the event loop.
-    INGEST_WORKERS: int(0, 64).default(Math.min(4, Math.max(1, availableParallelism() - 1))),
-    INGEST_WORKER_MIN_BYTES: int(0, 5 * 1024 * 1024).default(64 * 1024),
     WEBHOOK_ALLOWED_HOSTS: hostList.prefault(''),
     WEBHOOK_RETRY_SCHEDULE: delayList.prefault('5s,5m,30m,2h,5h,10h,10h'),
     WEBHOOK_TIMEOUT_MS: int(100, 120_000).default(15_000),

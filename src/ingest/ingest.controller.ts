@@ -1,13 +1,11 @@
-import { Body, Controller, HttpCode, Post, Req } from '@nestjs/common';
+import { Body, Controller, HttpCode, Post } from '@nestjs/common';
 import { ApiBearerAuth, ApiOperation, ApiTags } from '@nestjs/swagger';
-import type { FastifyRequest } from 'fastify';
 import type { z } from 'zod';
 import { CurrentPrincipal, RequireScope } from '../auth/auth.decorators';
 import type { Principal } from '../auth/principal';
 import { ZodBody, ZodResponse } from '../common/openapi';
 import { ZodPipe } from '../common/validation';
 import { batchEnvelopeSchema, receiptsSchema, signedBatchSchema } from './dto/ingest.dto';
-import { preparedBody } from './ingest-body';
 import { IngestService } from './ingest.service';
 
 @ApiTags('events')
@@ -22,16 +20,7 @@ export class IngestController {
   @ApiOperation({ summary: 'Append a signed batch (all or nothing); one receipt per event, after commit' })
   @ZodBody(signedBatchSchema)
   @ZodResponse(201, receiptsSchema)
-  async append(
-    @CurrentPrincipal() p: Principal,
-    @Req() request: FastifyRequest,
-    @Body(new ZodPipe(batchEnvelopeSchema)) body: z.infer<typeof batchEnvelopeSchema>,
-  ) {
-    // a large body's events were prepared by an ingest worker while the request was parsed (see ingest-body.ts)
-    const ready = preparedBody(request);
-    const receipts = ready
-      ? await this.ingest.ingestPrepared(p.tenant, ready.events, ready.signature)
-      : await this.ingest.ingest(p.tenant, body.events, body.signature);
-    return { receipts };
+  async append(@CurrentPrincipal() p: Principal, @Body(new ZodPipe(batchEnvelopeSchema)) body: z.infer<typeof batchEnvelopeSchema>) {
+    return { receipts: await this.ingest.ingest(p.tenant, body.events, body.signature) };
   }
 }

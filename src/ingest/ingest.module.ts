@@ -3,7 +3,6 @@ import { KeysModule } from '../keys/keys.module';
 import { LedgerModule } from '../ledger/ledger.module';
 import { IngestController } from './ingest.controller';
 import { IngestService } from './ingest.service';
-import { IngestWorkers } from './ingest-workers';
 
-@Module({ imports: [KeysModule, LedgerModule], controllers: [IngestController], providers: [IngestService, IngestWorkers], exports: [IngestWorkers] })
+@Module({ imports: [KeysModule, LedgerModule], controllers: [IngestController], providers: [IngestService] })
 export class IngestModule {}

@@ -3,11 +3,6 @@ import type { TraceEvent } from '../core/event';
 
 /** An event that passed validation, with its canonical body and digest. */
 export interface PreparedEvent {
-  /**
-   * The event's fields, for its ledger record and columns. Its attributes may
-   * be absent once `body` is made (an ingest worker leaves them out: see
-   * prepare-body.ts); the ledger reads them from `body` only.
-   */
   event: TraceEvent;
   /** JCS text of the event: the stored body. */
   body: string;

@@ -69,13 +69,6 @@ export class MetricsService {
     registers: [this.registry],
   });
 
-  readonly workerBatches = new Counter({
-    name: 'agent_ledger_ingest_worker_batches_total',
-    help: 'Large signed batches sent to an ingest worker, by outcome: prepared (there), declined (irregular: the event loop parsed it and answered the problem), failed (the worker died: the event loop parsed it)',
-    labelNames: ['outcome'] as const,
-    registers: [this.registry],
-  });
-
   readonly refusedBatches = new Counter({
     name: 'agent_ledger_refused_batches_total',
     help: 'Batches refused, by problem code',

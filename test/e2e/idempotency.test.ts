@@ -1,20 +1,20 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { Receipt } from '../../src/client/ledger-client';
-import { INGEST_PATHS, startTestApp, workerBatches, type TestApp } from '../support/app';
+import { startTestApp, type TestApp } from '../support/app';
 import { event, events, producerKey, registerKey, signedBatch, type TestProducer } from '../support/factories';
 import { assertProblem, call, head } from '../support/http';
 
 type Receipts = { receipts: Receipt[] };
 
-for (const path of INGEST_PATHS) describe(`idempotent ingest (event id = idempotency key), ${path.name}`, () => {
+describe('idempotent ingest (event id = idempotency key)', () => {
   let t: TestApp;
   let key: TestProducer;
   let writer: string;
   let reader: string;
 
   before(async () => {
-    t = await startTestApp(path.env);
+    t = await startTestApp();
     key = await producerKey();
     await registerKey(t.url, await t.token('acme', 'admin'), key);
     writer = await t.token('acme', 'events:write');
@@ -145,10 +145,5 @@ for (const path of INGEST_PATHS) describe(`idempotent ingest (event id = idempot
     const res = await post(await signedBatch([{ ...shared, name: 'something_else' }], other), globexWriter);
     assert.equal(res.status, 201, res.text);
     assert.equal(res.body.receipts[0].seq, globexBefore + 1);
-  });
-  test('the batches took this path (worker metrics)', async () => {
-    const n = await workerBatches(t.url);
-    if (path.worker) assert.ok(n.prepared > 0, `some batches were prepared by the worker: ${JSON.stringify(n)}`);
-    else assert.deepEqual(n, { prepared: 0, declined: 0, failed: 0 });
   });
 });

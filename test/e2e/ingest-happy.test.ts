@@ -1,19 +1,19 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { INGEST_PATHS, startTestApp, workerBatches, type TestApp } from '../support/app';
+import { startTestApp, type TestApp } from '../support/app';
 import { asSuperuser } from '../support/db';
 import { client, event, events, producerKey, registerKey, type TestProducer } from '../support/factories';
 import { jcs } from '../../src/core/jcs';
 import type { TraceEvent } from '../../src/core/event';
 
-for (const path of INGEST_PATHS) describe(`signed ingest, happy path, ${path.name}`, () => {
+describe('signed ingest, happy path', () => {
   let t: TestApp;
   let key: TestProducer;
   let writer: string;
   let reader: string;
 
   before(async () => {
-    t = await startTestApp(path.env);
+    t = await startTestApp();
     key = await producerKey();
     await registerKey(t.url, await t.token('acme', 'admin'), key);
     writer = await t.token('acme', 'events:write');
@@ -71,11 +71,6 @@ for (const path of INGEST_PATHS) describe(`signed ingest, happy path, ${path.nam
     });
     const v = await client(t.url, reader).request<{ ok: boolean; verified: number }>('GET', '/v1/ledger/verify');
     assert.deepEqual([v.ok, v.verified], [true, 4 + sent.length]);
-  });
-  test('the batches took this path (worker metrics)', async () => {
-    const n = await workerBatches(t.url);
-    if (path.worker) assert.ok(n.prepared > 0, `some batches were prepared by the worker: ${JSON.stringify(n)}`);
-    else assert.deepEqual(n, { prepared: 0, declined: 0, failed: 0 });
   });
 });
 

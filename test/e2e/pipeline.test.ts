@@ -4,7 +4,7 @@ import { Client } from 'pg';
 import { newTraceId } from '../../src/client/ledger-client';
 import { rootFromLeaves } from '../../src/core/merkle';
 import { batchId } from '../../src/core/record';
-import { prepareEvents } from '../../src/ingest/prepare';
+import { prepareEvents } from '../../src/ingest/ingest.service';
 import type { GroupBuilder } from '../../src/ledger/group-builder';
 import { LedgerRepository } from '../../src/ledger/ledger.repository';
 import type { AppendBatch, Receipt } from '../../src/ledger/ledger.types';

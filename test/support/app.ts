@@ -52,21 +52,3 @@ export async function startTestApp(envOverrides: Record<string, string> = {}): P
     },
   };
 }
-
-/**
- * The two ways a signed batch is parsed and prepared: on the event loop, and
- * by an ingest worker (every body, however small). The ingest suites run
- * once per way, so both answer every request alike.
- */
-export const INGEST_PATHS = [
-  { name: 'parsed on the event loop', env: { INGEST_WORKERS: '0' }, worker: false },
-  { name: 'parsed by an ingest worker', env: { INGEST_WORKERS: '1', INGEST_WORKER_MIN_BYTES: '0' }, worker: true },
-] as const;
-
-/** agent_ledger_ingest_worker_batches_total by outcome, from GET /metrics. */
-export async function workerBatches(url: string): Promise<Record<'prepared' | 'declined' | 'failed', number>> {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  const count = (outcome: string) =>
-    Number(new RegExp(`^agent_ledger_ingest_worker_batches_total\\{outcome="${outcome}"\\} (\\d+)`, 'm').exec(text)?.[1] ?? 0);
-  return { prepared: count('prepared'), declined: count('declined'), failed: count('failed') };
-}
