@@ -317,6 +317,16 @@ describe('POST /v1/events refusals', () => {
       assert.equal(await size(), before);
     });
 
+    test('a __proto__ key anywhere in the body (prototype poisoning): 400, nothing written', async () => {
+      const before = await size();
+      const body = await signedBatch([{ ...event(), attributes: { a: 1 } }], key);
+      const raw = JSON.stringify(body).replace('"attributes":{"a":1}', '"attributes":{"a":{"__proto__":{"admin":true}}}');
+      assert.match(raw, /__proto__/);
+      const res = await call(t.url, 'POST', '/v1/events', { token: writer, raw });
+      assertProblem(res, 400, ['malformed_body', 'validation_failed']);
+      assert.equal(await size(), before);
+    });
+
     test('an unknown top-level field: 400 naming it', async () => {
       const body = await signedBatch(events(1), key);
       await refused({ ...body, priority: 'high' }, 400, 'validation_failed', ['priority']);
