@@ -5,14 +5,14 @@ import { Readable } from 'node:stream';
 import { mintToken } from '../src/auth/token';
 import { newSpanId, newTraceId } from '../src/client/ledger-client';
 import { signBatch } from '../src/core/batch';
-import { producerKey, registerKey } from '../test/support/factories';
-import { BENCH_SECRET, benchServiceEnv, cpuSeconds, median, percentile, realisticEvent, sampleWaits, startBenchDb, startService, table, topStatements } from './support';
+import { producerKey, registerKey, type TestProducer } from '../test/support/factories';
+import { BENCH_SECRET, benchServiceEnv, cpuSeconds, type BenchDb, median, percentile, realisticEvent, sampleWaits, startBenchDb, startService, table, topStatements } from './support';
 
 /**
  * npm run bench:ingest — signed batches of 500 over HTTP from 4 concurrent
  * clients into the embedded PostgreSQL, against a raw COPY of the same rows
- * into identically indexed scratch tables in the same run; then single-event
- * latency at 50 requests/s. Batches are signed before the clock starts, so
+ * into identically indexed scratch tables in the same run; single-event
+ * latency at 50 requests/s before the rounds and after them. Batches are signed before the clock starts, so
  * the client's signing does not compete with the server for the 2 cores.
  */
 
@@ -126,6 +126,65 @@ async function followersCaughtUp(db: Awaited<ReturnType<typeof startBenchDb>>, t
   }
 }
 
+interface LatencyRun {
+  /** Sorted, ms. */
+  latencies: number[];
+  /** Shares of the 100 ms samples with an autovacuum worker running, and with a checkpoint writing. */
+  vacuuming: number;
+  checkpointing: number;
+  samples: number;
+}
+
+/**
+ * Single-event batches at LATENCY_RPS for LATENCY_SECONDS, each its own run, into a tenant of their own
+ * (after 50 unmeasured ones: the tenant's first commits and the code's first runs): latency as a producer
+ * sees it. Samples what else PostgreSQL did meanwhile (the tail's usual suspects) every 100 ms: an
+ * autovacuum worker running, a checkpoint writing (its spread writes can hold up the WAL flush of a
+ * commit: see BENCHMARKS.md).
+ */
+async function latencyRun(db: BenchDb, url: string, key: TestProducer, secret: Uint8Array, tenant: string): Promise<LatencyRun> {
+  await registerKey(url, await mintToken({ secret, tenant, scope: 'admin' }), key);
+  const writer = await mintToken({ secret, tenant, scope: 'events:write' });
+  const warm = await signedBodies(50, key, 1);
+  for (const body of warm) await post(url, writer, body);
+  const singles = await signedBodies(LATENCY_RPS * LATENCY_SECONDS, key, 1);
+  const watcher = new Client({ connectionString: db.ownerUrl });
+  await watcher.connect();
+  let samples = 0;
+  let vacuuming = 0;
+  let checkpointing = 0;
+  let sampling = true;
+  const sampler = (async () => {
+    while (sampling) {
+      const { rows } = await watcher.query<{ vacuum: boolean; checkpoint: boolean }>(
+        `SELECT bool_or(backend_type = 'autovacuum worker') AS vacuum,
+                bool_or(backend_type = 'checkpointer' AND wait_event IS DISTINCT FROM 'CheckpointerMain') AS checkpoint
+         FROM pg_stat_activity`,
+      );
+      samples++;
+      if (rows[0].vacuum) vacuuming++;
+      if (rows[0].checkpoint) checkpointing++;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  })();
+  const latencies: number[] = [];
+  const start = performance.now();
+  await Promise.all(
+    singles.map(async (body, i) => {
+      const due = start + (i * 1000) / LATENCY_RPS;
+      await new Promise((r) => setTimeout(r, Math.max(0, due - performance.now())));
+      const t = performance.now();
+      await post(url, writer, body);
+      latencies.push(performance.now() - t);
+    }),
+  );
+  sampling = false;
+  await sampler;
+  await watcher.end();
+  latencies.sort((a, b) => a - b);
+  return { latencies, vacuuming: vacuuming / Math.max(1, samples), checkpointing: checkpointing / Math.max(1, samples), samples };
+}
+
 async function main(): Promise<void> {
   const db = await startBenchDb();
   const svc = await startService(db);
@@ -153,6 +212,8 @@ async function main(): Promise<void> {
     };
     const settled: number[] = [];
     const sustainedRates: number[] = [];
+    // single events on the fresh service first, then again after the rounds' bursts
+    const fresh = await latencyRun(db, svc.url, key, secret, 'latency-fresh');
     for (const tenant of tenants) {
       const admin = await mintToken({ secret, tenant, scope: 'admin' });
       const writer = await mintToken({ secret, tenant, scope: 'events:write' });
@@ -234,47 +295,9 @@ async function main(): Promise<void> {
       ratios1.push(ingestRate / copy1Rate);
     }
 
-    // Single-event batches at a fixed rate: latency as a producer sees it.
-    const tenant = 'latency';
-    await registerKey(svc.url, await mintToken({ secret, tenant, scope: 'admin' }), key);
-    const writer = await mintToken({ secret, tenant, scope: 'events:write' });
-    const singles = await signedBodies(LATENCY_RPS * LATENCY_SECONDS, key, 1);
     // steady state: 50 requests/s, not the tail of the last round's backlog in the background workers
     settled.push(await settle(svc.child.pid));
-    const watcher = new Client({ connectionString: db.ownerUrl });
-    await watcher.connect();
-    // what else PostgreSQL did during the latency run (the tail's usual suspects): autovacuum workers running
-    // (sampled every 100 ms) and buffers the checkpointer wrote
-    const written = async () =>
-      Number((await watcher.query<{ n: string }>(`SELECT buffers_written AS n FROM pg_stat_checkpointer`)).rows[0].n);
-    const written0 = await written();
-    let samples = 0;
-    let vacuuming = 0;
-    let sampling = true;
-    const sampler = (async () => {
-      while (sampling) {
-        const { rows } = await watcher.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'`);
-        samples++;
-        if (rows[0].n > 0) vacuuming++;
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    })();
-    const latencies: number[] = [];
-    const start = performance.now();
-    await Promise.all(
-      singles.map(async (body, i) => {
-        const due = start + (i * 1000) / LATENCY_RPS;
-        await new Promise((r) => setTimeout(r, Math.max(0, due - performance.now())));
-        const t = performance.now();
-        await post(svc.url, writer, body);
-        latencies.push(performance.now() - t);
-      }),
-    );
-    sampling = false;
-    await sampler;
-    const checkpointed = (await written()) - written0;
-    await watcher.end();
-    latencies.sort((a, b) => a - b);
+    const after = await latencyRun(db, svc.url, key, secret, 'latency');
 
     results.push(['measure', 'median', 'all rounds']);
     results.push([
@@ -297,13 +320,19 @@ async function main(): Promise<void> {
     results.push(['ingest / raw COPY (1 connection)', ...pct(ratios1)]);
     results.push(["ingest and the followers' catch-up / raw COPY (4 connections)", ...pct(sustainedRates.map((r, i) => r / copyRates[i]))]);
     results.push(['background catch-up before each COPY baseline / the latency run, s', '', settled.map((x) => x.toFixed(1)).join(' ')]);
-    results.push([`single-event p50 ms (${LATENCY_RPS} req/s)`, percentile(latencies, 50).toFixed(2), `${latencies.length} requests`]);
-    results.push([`single-event p99 ms (${LATENCY_RPS} req/s)`, percentile(latencies, 99).toFixed(2), `max ${latencies[latencies.length - 1].toFixed(2)}`]);
-    results.push([
-      'during the latency run: autovacuum running / buffers the checkpointer wrote',
-      '',
-      `${((vacuuming / Math.max(1, samples)) * 100).toFixed(0)} % of ${samples} samples / ${checkpointed}`,
-    ]);
+    for (const [when, run] of [
+      ['fresh service', fresh],
+      ['after the rounds', after],
+    ] as const) {
+      const l = run.latencies;
+      results.push([`single-event p50 ms (${LATENCY_RPS} req/s), ${when}`, percentile(l, 50).toFixed(2), `${l.length} requests`]);
+      results.push([`single-event p99 ms (${LATENCY_RPS} req/s), ${when}`, percentile(l, 99).toFixed(2), `max ${l[l.length - 1].toFixed(2)}`]);
+      results.push([
+        `  meanwhile: autovacuum running / a checkpoint writing`,
+        '',
+        `${(run.vacuuming * 100).toFixed(0)} % / ${(run.checkpointing * 100).toFixed(0)} % of ${run.samples} samples`,
+      ]);
+    }
     process.stdout.write(`\nbench:ingest (${ROUNDS} rounds of ${CLIENTS * BATCHES_PER_CLIENT * BATCH} events)\n${table(results)}\n`);
   } finally {
     await svc.stop();

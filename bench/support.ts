@@ -32,7 +32,11 @@ export async function startBenchDb(): Promise<BenchDb> {
     password: randomBytes(12).toString('hex'),
     persistent: false,
     // BENCH_PG_STATEMENTS=1: pg_stat_statements, for `topStatements` (where PostgreSQL's time goes)
-    flags: process.env.BENCH_PG_STATEMENTS ? ['-c', 'shared_preload_libraries=pg_stat_statements', '-c', 'pg_stat_statements.track=all'] : [],
+    flags: [
+      ...(process.env.BENCH_PG_STATEMENTS ? ['-c', 'shared_preload_libraries=pg_stat_statements', '-c', 'pg_stat_statements.track=all'] : []),
+      // BENCH_PG_SETTINGS="checkpoint_flush_after=0 max_wal_size=4GB": server settings, for comparisons
+      ...(process.env.BENCH_PG_SETTINGS ?? '').split(/\s+/).filter(Boolean).flatMap((kv) => ['-c', kv]),
+    ],
   });
   await migrate(db.ownerUrl, APP_PASSWORD);
   if (process.env.BENCH_PG_STATEMENTS) {
