@@ -3,6 +3,7 @@ import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fa
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import { Logger } from 'nestjs-pino';
 import { AppModule } from './app.module';
+import { registerJsonBody } from './common/json-body';
 import { MAX_BATCH_BYTES } from './core/event';
 import { MetricsService } from './metrics/metrics.service';
 import { registerOtlpBodyParsing } from './otlp/otlp-body';
@@ -20,6 +21,7 @@ export async function createApp(config: AppConfig): Promise<NestFastifyApplicati
 
   const fastify = app.getHttpAdapter().getInstance();
   registerOtlpBodyParsing(fastify);
+  registerJsonBody(app, MAX_BATCH_BYTES);
   const metrics = app.get(MetricsService);
   fastify.addHook('onResponse', async (request, reply) => {
     const route = request.routeOptions.url ?? 'unmatched';
