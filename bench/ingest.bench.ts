@@ -12,8 +12,9 @@ import { BENCH_SECRET, benchServiceEnv, cpuSeconds, type BenchDb, median, percen
  * npm run bench:ingest — signed batches of 500 over HTTP from 4 concurrent
  * clients into the embedded PostgreSQL, against a raw COPY of the same rows
  * into identically indexed scratch tables in the same run; single-event
- * latency at 50 requests/s before the rounds and after them. Batches are signed before the clock starts, so
- * the client's signing does not compete with the server for the 2 cores.
+ * latency at 50 requests/s before the rounds and after them. Batches are
+ * signed before the clock starts, so the client's signing does not compete
+ * with the server for the 2 cores.
  */
 
 const BATCH = 500;
@@ -105,8 +106,9 @@ async function settle(servicePid: number | undefined, maxS = 120): Promise<numbe
 }
 
 /** Seconds until the query projector's and the policy evaluator's cursors reach the tenant's head (polled every 20 ms). */
-async function followersCaughtUp(db: Awaited<ReturnType<typeof startBenchDb>>, tenant: string): Promise<number> {
+async function followersCaughtUp(db: BenchDb, tenant: string): Promise<number> {
   const t0 = performance.now();
+  const env = benchServiceEnv();
   const c = new Client({ connectionString: db.ownerUrl });
   await c.connect();
   try {
@@ -115,7 +117,7 @@ async function followersCaughtUp(db: Awaited<ReturnType<typeof startBenchDb>>, t
         `SELECT COALESCE((SELECT max(seq) FROM ledger_entries WHERE tenant_id = $1), 0) >
                 LEAST(CASE WHEN $2 THEN COALESCE((SELECT seq FROM query_cursors WHERE tenant_id = $1), 0) END,
                       CASE WHEN $3 THEN COALESCE((SELECT seq FROM policy_cursors WHERE tenant_id = $1), 0) END) AS behind`,
-        [tenant, benchServiceEnv().QUERY_PROJECTOR !== 'false', benchServiceEnv().POLICY_EVALUATOR !== 'false'],
+        [tenant, env.QUERY_PROJECTOR !== 'false', env.POLICY_EVALUATOR !== 'false'],
       );
       if (!rows[0].behind || performance.now() - t0 > 300_000) break;
       await new Promise((r) => setTimeout(r, 20));
@@ -129,7 +131,7 @@ async function followersCaughtUp(db: Awaited<ReturnType<typeof startBenchDb>>, t
 interface LatencyRun {
   /** Sorted, ms. */
   latencies: number[];
-  /** The 50 unmeasured ones before (sent one after another), sorted, ms. */
+  /** The 50 sent one after another before them (outside the percentiles), sorted, ms. */
   warmup: number[];
   /** Shares of the 100 ms samples with an autovacuum worker running, and with a checkpoint writing. */
   vacuuming: number;
@@ -138,9 +140,9 @@ interface LatencyRun {
 }
 
 /**
- * Single-event batches at LATENCY_RPS for LATENCY_SECONDS, each its own run, into a tenant of their own
- * (after 50 unmeasured ones: the tenant's first commits and the code's first runs): latency as a producer
- * sees it. Samples what else PostgreSQL did meanwhile (the tail's usual suspects) every 100 ms: an
+ * Single-event batches at LATENCY_RPS for LATENCY_SECONDS, each its own run, into a tenant of their own:
+ * latency as a producer sees it. Before them, 50 sent one after another (the tenant's first commits and the
+ * code's first runs) are timed apart, outside the percentiles. Samples what else PostgreSQL did meanwhile (the tail's usual suspects) every 100 ms: an
  * autovacuum worker running, a checkpoint writing (its spread writes can hold up the WAL flush of a
  * commit: see BENCHMARKS.md).
  */
@@ -341,7 +343,7 @@ async function main(): Promise<void> {
         `${(run.vacuuming * 100).toFixed(0)} % / ${(run.checkpointing * 100).toFixed(0)} % of ${run.samples} samples`,
       ]);
       results.push([
-        `  before it, the tenant's first 50 (unmeasured, one after another): p50 / max ms`,
+        `  before it, the tenant's first 50 (one after another, not in the percentiles): p50 / max ms`,
         '',
         `${percentile(run.warmup, 50).toFixed(2)} / ${run.warmup[run.warmup.length - 1].toFixed(2)}`,
       ]);

@@ -50,6 +50,8 @@ test('copyPayload is the UTF-8 of the joined lines, in chunks of at most 1 MiB p
   const parts = copyPayload(big);
   assert.ok(parts.length > 1, 'several chunks');
   assert.ok(parts.every((p) => p.length > 0));
+  const longest = Math.max(...big.map((l) => Buffer.byteLength(l)));
+  assert.ok(parts.every((p) => p.length <= Math.max(1 << 20, 3 * longest)), 'at most 1 MiB, or one line that does not fit');
   assert.deepEqual(Buffer.concat(parts), Buffer.from(big.join(''), 'utf8'));
   assert.deepEqual(copyPayload([]), []);
 });
