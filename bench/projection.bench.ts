@@ -79,6 +79,7 @@ async function projectAll(owner: Client, repo: ProjectorRepository, beforeStart?
 
 async function main(): Promise<void> {
   if (!Number.isInteger(EVENTS / BATCH) || EVENTS <= 0) throw new Error(`BENCH_EVENTS must be a positive multiple of ${BATCH}`);
+  if (!Number.isInteger(REPEATS) || REPEATS <= 0) throw new Error('BENCH_REPEATS must be a positive whole number');
   const db = await startBenchDb();
   const owner = new Client({ connectionString: db.ownerUrl });
   let ds: DataSource | undefined;
