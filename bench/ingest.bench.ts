@@ -3,10 +3,8 @@ import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import { mintToken } from '../src/auth/token';
-import { newSpanId, newTraceId } from '../src/client/ledger-client';
-import { signBatch } from '../src/core/batch';
 import { producerKey, registerKey, type TestProducer } from '../test/support/factories';
-import { BENCH_SECRET, benchServiceEnv, cpuSeconds, type BenchDb, median, percentile, realisticEvent, sampleWaits, startBenchDb, startService, table, topStatements } from './support';
+import { BENCH_SECRET, benchServiceEnv, cpuSeconds, type BenchDb, median, percentile, postBatch, realisticBodies, sampleWaits, startBenchDb, startService, table, topStatements } from './support';
 
 /**
  * npm run bench:ingest — signed batches of 500 over HTTP from 4 concurrent
@@ -23,33 +21,6 @@ const BATCHES_PER_CLIENT = Number(process.env.BENCH_BATCHES_PER_CLIENT ?? 15);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const LATENCY_RPS = 50;
 const LATENCY_SECONDS = Number(process.env.BENCH_LATENCY_SECONDS ?? 10);
-
-
-
-async function signedBodies(n: number, key: Awaited<ReturnType<typeof producerKey>>, size: number): Promise<string[]> {
-  const out: string[] = [];
-  for (let b = 0; b < n; b++) {
-    const trace = newTraceId();
-    const root = newSpanId();
-    const evs = Array.from({ length: size }, (_, k) => {
-      const i = b * size + k;
-      return realisticEvent(i, trace, root, `agent-${i % 20}`, new Date(Date.UTC(2026, 10, 25, 10, 0, 0, i % 1000)).toISOString());
-    });
-    out.push(JSON.stringify({ events: evs, signature: await signBatch(evs, key.privateKey, key.kid, key.alg) }));
-  }
-  return out;
-}
-
-async function post(url: string, token: string, body: string): Promise<number> {
-  const res = await fetch(`${url}/v1/events`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-    body,
-  });
-  await res.arrayBuffer();
-  if (res.status !== 201) throw new Error(`ingest answered ${res.status}`);
-  return res.status;
-}
 
 /**
  * Raw COPY of the same rows: chunk i of every table in one transaction (the
@@ -142,22 +113,22 @@ interface LatencyRun {
 /**
  * Single-event batches at LATENCY_RPS for LATENCY_SECONDS, each its own run, into a tenant of their own:
  * latency as a producer sees it. Before them, 50 sent one after another (the tenant's first commits and the
- * code's first runs) are timed apart, outside the percentiles. Samples what else PostgreSQL did meanwhile (the tail's usual suspects) every 100 ms: an
- * autovacuum worker running, a checkpoint writing (its spread writes can hold up the WAL flush of a
- * commit: see BENCHMARKS.md).
+ * code's first runs) are timed apart, outside the percentiles. Every 100 ms it samples what else PostgreSQL
+ * did meanwhile (the tail's usual suspects): an autovacuum worker running, a checkpoint writing (its spread
+ * writes can hold up the WAL flush of a commit: see BENCHMARKS.md).
  */
 async function latencyRun(db: BenchDb, url: string, key: TestProducer, secret: Uint8Array, tenant: string): Promise<LatencyRun> {
   await registerKey(url, await mintToken({ secret, tenant, scope: 'admin' }), key);
   const writer = await mintToken({ secret, tenant, scope: 'events:write' });
-  const warm = await signedBodies(50, key, 1);
+  const warm = await realisticBodies(50, key, 1);
   const warmup: number[] = [];
   for (const body of warm) {
     const t = performance.now();
-    await post(url, writer, body);
+    await postBatch(url, writer, body);
     warmup.push(performance.now() - t);
   }
   warmup.sort((a, b) => a - b);
-  const singles = await signedBodies(LATENCY_RPS * LATENCY_SECONDS, key, 1);
+  const singles = await realisticBodies(LATENCY_RPS * LATENCY_SECONDS, key, 1);
   const watcher = new Client({ connectionString: db.ownerUrl });
   await watcher.connect();
   let samples = 0;
@@ -184,7 +155,7 @@ async function latencyRun(db: BenchDb, url: string, key: TestProducer, secret: U
       const due = start + (i * 1000) / LATENCY_RPS;
       await new Promise((r) => setTimeout(r, Math.max(0, due - performance.now())));
       const t = performance.now();
-      await post(url, writer, body);
+      await postBatch(url, writer, body);
       latencies.push(performance.now() - t);
     }),
   );
@@ -228,9 +199,9 @@ async function main(): Promise<void> {
       const admin = await mintToken({ secret, tenant, scope: 'admin' });
       const writer = await mintToken({ secret, tenant, scope: 'events:write' });
       await registerKey(svc.url, admin, key);
-      const warm = await signedBodies(2, key, BATCH);
-      for (const b of warm) await post(svc.url, writer, b);
-      const bodies = await signedBodies(CLIENTS * BATCHES_PER_CLIENT, key, BATCH);
+      const warm = await realisticBodies(2, key, BATCH);
+      for (const b of warm) await postBatch(svc.url, writer, b);
+      const bodies = await realisticBodies(CLIENTS * BATCHES_PER_CLIENT, key, BATCH);
       const events = bodies.length * BATCH;
       await topStatements(db, 1); // resets the counters (BENCH_PG_STATEMENTS=1 only)
       const wal0 = await walBytes();
@@ -240,7 +211,7 @@ async function main(): Promise<void> {
       let next = 0;
       await Promise.all(
         Array.from({ length: CLIENTS }, async () => {
-          while (next < bodies.length) await post(svc.url, writer, bodies[next++]);
+          while (next < bodies.length) await postBatch(svc.url, writer, bodies[next++]);
         }),
       );
       const ingestS = (performance.now() - t0) / 1000;

@@ -1,13 +1,11 @@
 import { Client } from 'pg';
 import { DataSource } from 'typeorm';
 import { mintToken } from '../src/auth/token';
-import { newSpanId, newTraceId } from '../src/client/ledger-client';
-import { signBatch } from '../src/core/batch';
 import { dataSourceOptions } from '../src/database/data-source';
 import { ProjectorRepository } from '../src/query/projector.repository';
 import { PROJECTION_PAGE } from '../src/query/projector.service';
 import { producerKey, registerKey } from '../test/support/factories';
-import { BENCH_SECRET, cpuSeconds, median, realisticEvent, startBenchDb, startService, table, topStatements } from './support';
+import { BENCH_SECRET, cpuSeconds, median, postBatch, realisticBodies, startBenchDb, startService, table, topStatements } from './support';
 
 /**
  * npm run bench:projection — what the query projection costs PostgreSQL per
@@ -34,21 +32,7 @@ async function writeLedger(url: string): Promise<void> {
   const secret = new TextEncoder().encode(BENCH_SECRET);
   await registerKey(url, await mintToken({ secret, tenant: TENANT, scope: 'admin' }), key);
   const writer = await mintToken({ secret, tenant: TENANT, scope: 'events:write' });
-  for (let b = 0; b < EVENTS / BATCH; b++) {
-    const trace = newTraceId();
-    const root = newSpanId();
-    const evs = Array.from({ length: BATCH }, (_, k) => {
-      const i = b * BATCH + k;
-      return realisticEvent(i, trace, root, `agent-${i % 20}`, new Date(Date.UTC(2026, 10, 25, 10, 0, 0, i % 1000)).toISOString());
-    });
-    const res = await fetch(`${url}/v1/events`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${writer}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ events: evs, signature: await signBatch(evs, key.privateKey, key.kid, key.alg) }),
-    });
-    await res.arrayBuffer();
-    if (res.status !== 201) throw new Error(`ingest answered ${res.status}`);
-  }
+  for (const body of await realisticBodies(EVENTS / BATCH, key, BATCH)) await postBatch(url, writer, body);
 }
 
 interface PassCost {

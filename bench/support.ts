@@ -4,10 +4,12 @@ import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Client } from 'pg';
 import { exportJWK, generateKeyPair } from 'jose';
-import { newSpanId } from '../src/client/ledger-client';
+import { newSpanId, newTraceId } from '../src/client/ledger-client';
+import { signBatch } from '../src/core/batch';
 import type { TraceEvent } from '../src/core/event';
 import { migrate, withCredentials } from '../src/database/data-source';
 import { startEmbeddedPostgres } from '../src/database/embedded';
+import type { TestProducer } from '../test/support/factories';
 import { freePort } from '../test/support/net';
 export { freePort };
 
@@ -151,6 +153,35 @@ export function realisticEvent(i: number, trace: string, root: string, agent: st
       note: 'customer asked about a late delivery and a partial refund for the damaged item',
     },
   };
+}
+
+/**
+ * `n` signed batches of `size` realisticEvent each (batch b holds events b·size…, one trace), as request
+ * bodies: the ingest benchmarks sign before their clock starts.
+ */
+export async function realisticBodies(n: number, key: TestProducer, size: number): Promise<string[]> {
+  const out: string[] = [];
+  for (let b = 0; b < n; b++) {
+    const trace = newTraceId();
+    const root = newSpanId();
+    const evs = Array.from({ length: size }, (_, k) => {
+      const i = b * size + k;
+      return realisticEvent(i, trace, root, `agent-${i % 20}`, new Date(Date.UTC(2026, 10, 25, 10, 0, 0, i % 1000)).toISOString());
+    });
+    out.push(JSON.stringify({ events: evs, signature: await signBatch(evs, key.privateKey, key.kid, key.alg) }));
+  }
+  return out;
+}
+
+/** POST /v1/events of a signed body; throws unless 201. */
+export async function postBatch(url: string, token: string, body: string): Promise<void> {
+  const res = await fetch(`${url}/v1/events`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body,
+  });
+  await res.arrayBuffer();
+  if (res.status !== 201) throw new Error(`ingest answered ${res.status}`);
 }
 
 /**
